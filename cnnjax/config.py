@@ -1,0 +1,69 @@
+"""Config checks that run before anything compiles, and the config's JSON copy in the workdir."""
+import json
+import os
+
+import jax
+
+from cnnjax.layers import IMPLS
+from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
+
+DTYPES = ("float32", "bfloat16")
+
+
+def _check(ok: bool, field: str, value, allowed: str) -> None:
+  if not ok:
+    raise ValueError(f"config.{field}={value!r} is invalid: {allowed}")
+
+
+def validate(config) -> None:
+  """Raises ValueError naming the field, its value and what is allowed."""
+  c = config
+  _check(isinstance(c.seed, int), "seed", c.seed, "an int")
+  for f in ("batch_size", "eval_batch_size"):
+    v = c[f]
+    _check(isinstance(v, int) and v > 0, f, v, "a positive int")
+    n = jax.device_count()
+    _check(v % n == 0, f, v, f"a multiple of the device count {n}")
+  _check(c.num_epochs > 0 or c.num_train_steps > 0, "num_epochs", c.num_epochs,
+         "> 0 (or set num_train_steps > 0)")
+  _check(c.learning_rate > 0, "learning_rate", c.learning_rate, "> 0")
+  _check(c.optimizer in OPTIMIZERS, "optimizer", c.optimizer, f"one of {OPTIMIZERS}")
+  _check(c.lr_schedule in SCHEDULES, "lr_schedule", c.lr_schedule, f"one of {SCHEDULES}")
+  _check(c.warmup_epochs >= 0, "warmup_epochs", c.warmup_epochs, ">= 0")
+  _check(c.weight_decay >= 0, "weight_decay", c.weight_decay, ">= 0")
+  _check(0 <= c.label_smoothing < 1, "label_smoothing", c.label_smoothing, "in [0, 1)")
+  _check(c.dtype in DTYPES, "dtype", c.dtype, f"one of {DTYPES}")
+  _check(c.log_every_steps > 0, "log_every_steps", c.log_every_steps, "> 0")
+  for f in ("eval_every_steps", "checkpoint_every_steps"):
+    _check(c[f] == -1 or c[f] > 0, f, c[f], "> 0, or -1 for once per epoch")
+  _check(c.keep_checkpoints >= 1, "keep_checkpoints", c.keep_checkpoints, ">= 1")
+  _check(c.model.conv_impl in IMPLS, "model.conv_impl", c.model.conv_impl, f"one of {IMPLS}")
+  _check(c.dataset.num_workers >= 0, "dataset.num_workers", c.dataset.num_workers, ">= 0")
+  _check(c.dataset.image_size > 0, "dataset.image_size", c.dataset.image_size, "> 0")
+
+
+def model_options(config) -> dict:
+  """The model's options: every field of config.model but its name, plus the compute dtype."""
+  opts = {k: v for k, v in config.model.items() if k != "name"}
+  if "dtype" not in opts:
+    import jax.numpy as jnp
+    opts["dtype"] = jnp.dtype(config.dtype)
+  return opts
+
+
+def save_json(config, workdir: str) -> str:
+  """Writes workdir/config.json atomically; returns its path."""
+  path = os.path.join(workdir, "config.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(tmp, path)
+  return path
+
+
+def load_json(workdir: str):
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)

@@ -1,0 +1,54 @@
+"""Models found by name: `create(name, num_classes=..., **options)` and `names()`.
+
+Each family module (resnet.py, vgg.py, ...) registers its names when `cnnjax.models` is imported. A registry entry is a Linen module class plus the preset field values its name implies (`resnet50` is `ResNet`
+with bottleneck blocks and stage sizes 3-4-6-3). Options are the module's dataclass fields; given options
+override the preset. An unknown name or option fails with the list of valid ones.
+"""
+import dataclasses
+import difflib
+from typing import Any, Dict, Tuple, Type
+
+import flax.linen as nn
+
+_REGISTRY: Dict[str, Tuple[Type[nn.Module], Dict[str, Any]]] = {}
+_RESERVED = {"parent", "name"}
+
+
+def register(name: str, cls: Type[nn.Module], **preset: Any) -> None:
+  if name in _REGISTRY:
+    raise ValueError(f"model {name!r} is registered twice")
+  _REGISTRY[name] = (cls, preset)
+
+
+def names():
+  """All registered model names, sorted."""
+  return sorted(_REGISTRY)
+
+
+def options(name: str):
+  """The option names `create(name, ...)` accepts (besides num_classes)."""
+  cls, _ = _lookup(name)
+  return sorted(f.name for f in dataclasses.fields(cls)
+                if f.name not in _RESERVED and f.name != "num_classes")
+
+
+def create(name: str, *, num_classes: int, **opts: Any) -> nn.Module:
+  """Builds model `name` with `num_classes` outputs; `opts` are the family's options (see `options(name)`)."""
+  cls, preset = _lookup(name)
+  allowed = options(name)
+  bad = sorted(set(opts) - set(allowed))
+  if bad:
+    hint = "".join(f" (did you mean {m[0]!r} for {b!r}?)" for b in bad if (m := difflib.get_close_matches(b, allowed, 1)))
+    raise ValueError(f"model {name!r} has no option(s) {bad}{hint}; its options are: {allowed}")
+  if not isinstance(num_classes, int) or num_classes < 1:
+    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+  return cls(num_classes=num_classes, **{**preset, **opts})
+
+
+def _lookup(name: str):
+  if name not in _REGISTRY:
+    close = difflib.get_close_matches(name, list(_REGISTRY), 3)
+    hint = f" Did you mean {close}?" if close else ""
+    raise ValueError(f"unknown model {name!r}.{hint} Known models: {sorted(_REGISTRY)}")
+  return _REGISTRY[name]
+

@@ -1,0 +1,54 @@
+"""Optimizer and learning-rate schedule from the config, with Optax.
+
+Schedules are given in epochs in the config and converted to steps here: 'constant', 'cosine' (to 0 at the
+last step), 'step' (multiply by `lr_decay_factor` at each of `lr_boundaries_epochs`); all with a linear warmup
+over `warmup_epochs`. Weight decay is L2 added to the gradient for SGD (as in the ResNet paper) and decoupled
+for AdamW; `weight_decay_norm_and_bias=False` exempts every parameter of rank < 2 (norm scales and offsets,
+biases).
+"""
+import jax
+import optax
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+
+
+def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+  base = config.learning_rate
+  warmup = int(round(config.warmup_epochs * steps_per_epoch))
+  if config.lr_schedule == "constant":
+    main = optax.constant_schedule(base)
+  elif config.lr_schedule == "cosine":
+    main = optax.cosine_decay_schedule(base, max(1, total_steps - warmup))
+  elif config.lr_schedule == "step":
+    bounds = {int(round(e * steps_per_epoch)) - warmup: config.lr_decay_factor for e in config.lr_boundaries_epochs}
+    main = optax.piecewise_constant_schedule(base, bounds)
+  else:
+    raise ValueError(f"lr_schedule={config.lr_schedule!r} is not one of {SCHEDULES}")
+  if warmup <= 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
+
+
+def decay_mask(params):
+  """True for the parameters weight decay applies to: kernels (rank >= 2), not norm scales or biases."""
+  return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def build(config, steps_per_epoch: int, total_steps: int):
+  """Returns (optax transformation, schedule)."""
+  schedule = learning_rate_schedule(config, steps_per_epoch, total_steps)
+  mask = None if config.weight_decay_norm_and_bias else decay_mask
+  parts = []
+  if config.grad_clip_norm > 0:
+    parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
+  if config.optimizer == "sgd":
+    if config.weight_decay > 0:
+      parts.append(optax.add_decayed_weights(config.weight_decay, mask=mask))
+    parts.append(optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))
+  elif config.optimizer == "adamw":
+    parts.append(optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2, weight_decay=config.weight_decay,
+                             mask=mask))
+  else:
+    raise ValueError(f"optimizer={config.optimizer!r} is not one of {OPTIMIZERS}")
+  return optax.chain(*parts), schedule

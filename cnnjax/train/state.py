@@ -1,0 +1,25 @@
+"""The train state: plain data (a pytree), so it can be donated, sharded and checkpointed as is."""
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array          # int32 scalar: number of updates applied
+  params: Any
+  batch_stats: Any         # {} for models without batch norm
+  opt_state: Any
+  rng: jax.Array           # uint32[2] raw key; per-step keys are fold_in(rng, step)
+
+
+def create(rng: jax.Array, model, tx, input_shape) -> TrainState:
+  """Initialises the model on a zero batch of `input_shape` (without the batch axis) and the optimizer."""
+  init_rng, state_rng = jax.random.split(rng)
+  variables = model.init({"params": init_rng, "dropout": init_rng}, jnp.zeros((1, *input_shape), jnp.float32),
+                         train=False)
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
+                    opt_state=tx.init(params), rng=state_rng)

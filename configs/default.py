@@ -1,0 +1,55 @@
+"""The shared base config: every field the training loop reads, with the defaults of flax's examples.
+
+Experiment configs import this and change a few fields. Durations: `num_train_steps` wins when > 0, else
+`num_epochs` x steps per epoch. Cadences (`*_every_steps`) of -1 mean once per epoch.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 128                 # global, over all devices and processes
+  c.eval_batch_size = 256
+  c.num_epochs = 10
+  c.num_train_steps = -1             # -1: num_epochs x steps per epoch
+  # Optimizer and schedule (cnnjax/train/optim.py).
+  c.optimizer = "sgd"                # 'sgd' | 'adamw'
+  c.learning_rate = 0.1
+  c.lr_schedule = "cosine"           # 'constant' | 'cosine' | 'step'
+  c.lr_boundaries_epochs = (30, 60, 80)
+  c.lr_decay_factor = 0.1
+  c.warmup_epochs = 0.0
+  c.momentum = 0.9
+  c.nesterov = True
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.999
+  c.weight_decay = 1e-4
+  c.weight_decay_norm_and_bias = False
+  c.grad_clip_norm = 0.0             # 0: no clipping
+  c.label_smoothing = 0.0
+  c.aux_loss_weight = 0.3            # GoogLeNet's auxiliary classifiers (Szegedy et al. 2015, Sec. 5)
+  c.dtype = "float32"                # compute dtype: 'float32' | 'bfloat16'; parameters stay float32
+  # Logging, evaluation, checkpoints.
+  c.log_every_steps = 10
+  c.eval_every_steps = -1
+  c.checkpoint_every_steps = -1
+  c.keep_checkpoints = 3
+  c.progress_bar = True              # shown only when stderr is a terminal
+  # Model: `name` plus the family's options (cnnjax.models.options(name)).
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "resnet20"
+  c.model.conv_impl = "xla"
+  # Data (cnnjax/data).
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = "digits"
+  c.dataset.data_dir = config_dict.placeholder(str)
+  c.dataset.train_split = "train"
+  c.dataset.eval_split = "test"
+  c.dataset.image_size = 32
+  c.dataset.augment = "none"
+  c.dataset.num_workers = 0          # Grain worker processes (0: read in the main process)
+  c.dataset.num_threads = 4
+  c.dataset.prefetch = 8
+  return c

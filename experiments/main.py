@@ -1,0 +1,30 @@
+"""Launch a training run from a config file.
+
+  python -m experiments.main --config configs/resnet.py[:preset] --workdir runs/r1 [--config.a.b=value ...]
+
+The same command on a CPU, a GPU host or every host of a TPU slice. Running it again with the same workdir
+resumes from the latest checkpoint.
+"""
+import logging
+
+from absl import app, flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally `:preset`.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config copy.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from cnnjax.train import loop  # imports jax after absl has parsed flags
+  absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax and Grain log every save at INFO
+  logging.getLogger("cnnjax").setLevel(logging.INFO)
+  loop.run(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
