@@ -4,6 +4,7 @@ import os
 
 import jax
 
+from cnnjax.errors import ConfigError
 from cnnjax.layers import IMPLS
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 
@@ -12,7 +13,7 @@ DTYPES = ("float32", "bfloat16")
 
 def _check(ok: bool, field: str, value, allowed: str) -> None:
   if not ok:
-    raise ValueError(f"config.{field}={value!r} is invalid: {allowed}")
+    raise ConfigError(f"config.{field}={value!r} is invalid: {allowed}")
 
 
 def validate(config) -> None:
@@ -40,6 +41,8 @@ def validate(config) -> None:
   _check(c.model.conv_impl in IMPLS, "model.conv_impl", c.model.conv_impl, f"one of {IMPLS}")
   _check(c.dataset.num_workers >= 0, "dataset.num_workers", c.dataset.num_workers, ">= 0")
   _check(c.dataset.image_size > 0, "dataset.image_size", c.dataset.image_size, "> 0")
+  from cnnjax import models
+  models.registry.check(c.model.name, [k for k in c.model if k != "name"])
 
 
 def model_options(config) -> dict:
@@ -67,3 +70,41 @@ def load_json(workdir: str):
     return None
   with open(path) as f:
     return json.load(f)
+
+
+def flat_keys(config, prefix: str = ""):
+  """All dotted field paths of a ConfigDict ('model.name', ...)."""
+  keys = []
+  for k, v in config.items():
+    path = prefix + k
+    keys.append(path)
+    if hasattr(v, "items") and not isinstance(v, dict):
+      keys.extend(flat_keys(v, path + "."))
+  return keys
+
+
+def unknown_overrides(config, argv):
+  """Messages for each `--config.a.b=v` in argv whose path is not a field of `config`, with the closest
+  valid fields."""
+  import difflib
+  keys = flat_keys(config)
+  leaves = [k for k in keys if not any(o.startswith(k + ".") for o in keys)]
+  out = []
+  for arg in argv:
+    if arg.startswith("--config."):
+      path = arg[len("--config."):].split("=")[0]
+      if path not in keys:
+        close = difflib.get_close_matches(path, leaves, 3, 0.5)
+        out.append(f"--config.{path}: the config has no field {path!r}. Closest valid fields: "
+                   f"{', '.join(close) if close else '(none close)'}.")
+  return out
+
+
+def load_file(spec: str):
+  """Loads `path.py[:preset]` as config_flags does, without overrides (for error messages and tools)."""
+  import importlib.util
+  path, _, preset = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_cnnjax_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(preset) if preset else module.get_config()

@@ -37,6 +37,7 @@ def get_config():
   c.checkpoint_every_steps = -1
   c.keep_checkpoints = 3
   c.progress_bar = True              # shown only when stderr is a terminal
+  c.compilation_cache_dir = "~/.cache/cnnjax/jax"  # JAX's persistent compilation cache; '' turns it off
   # Model: `name` plus the family's options (cnnjax.models.options(name)).
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet20"

@@ -6,6 +6,7 @@ The same command on a CPU, a GPU host or every host of a TPU slice. Running it a
 resumes from the latest checkpoint.
 """
 import logging
+import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -20,11 +21,29 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from cnnjax.errors import ConfigError
   from cnnjax.train import loop  # imports jax after absl has parsed flags
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax and Grain log every save at INFO
   logging.getLogger("cnnjax").setLevel(logging.INFO)
-  loop.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    loop.run(_CONFIG.value, _WORKDIR.value)
+  except ConfigError as e:
+    raise app.UsageError(str(e)) from None
+
+
+def parse_flags(argv):
+  """absl's parser, but a misspelt `--config.key` ends with the key and the closest valid ones, no traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, TypeError) as e:
+    from cnnjax import config as config_lib
+    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    if spec is None and "--config" in argv:
+      spec = argv[argv.index("--config") + 1]
+    problems = config_lib.unknown_overrides(config_lib.load_file(spec), argv) if spec else []
+    sys.stderr.write("FATAL: " + ("\n".join(problems) or f"bad --config override: {e}") + "\n")
+    sys.exit(2)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

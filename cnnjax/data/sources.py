@@ -9,6 +9,8 @@ from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 
+from cnnjax.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -78,6 +80,6 @@ def get_source(dataset_config, split: str):
   if name not in DATASETS:
     close = difflib.get_close_matches(name, list(DATASETS), 3)
     hint = f" Did you mean {close}?" if close else ""
-    raise ValueError(f"unknown data set dataset.name={name!r}.{hint} Known: {sorted(DATASETS)}")
+    raise ConfigError(f"unknown data set dataset.name={name!r}.{hint} Known: {sorted(DATASETS)}")
   make, info = DATASETS[name]
   return make(dataset_config, split), info

@@ -10,6 +10,8 @@ from typing import Any, Dict, Tuple, Type
 
 import flax.linen as nn
 
+from cnnjax.errors import ConfigError
+
 _REGISTRY: Dict[str, Tuple[Type[nn.Module], Dict[str, Any]]] = {}
 _RESERVED = {"parent", "name"}
 
@@ -32,16 +34,22 @@ def options(name: str):
                 if f.name not in _RESERVED and f.name != "num_classes")
 
 
+def check(name: str, option_names) -> None:
+  """Raises ConfigError if `name` is unknown or any of `option_names` is not one of its options."""
+  allowed = options(name)
+  bad = sorted(set(option_names) - set(allowed))
+  if bad:
+    hint = "".join(f" (did you mean {m[0]!r} for {b!r}?)" for b in bad
+                   if (m := difflib.get_close_matches(b, allowed, 1)))
+    raise ConfigError(f"model {name!r} has no option(s) {bad}{hint}; its options are: {allowed}")
+
+
 def create(name: str, *, num_classes: int, **opts: Any) -> nn.Module:
   """Builds model `name` with `num_classes` outputs; `opts` are the family's options (see `options(name)`)."""
   cls, preset = _lookup(name)
-  allowed = options(name)
-  bad = sorted(set(opts) - set(allowed))
-  if bad:
-    hint = "".join(f" (did you mean {m[0]!r} for {b!r}?)" for b in bad if (m := difflib.get_close_matches(b, allowed, 1)))
-    raise ValueError(f"model {name!r} has no option(s) {bad}{hint}; its options are: {allowed}")
+  check(name, opts)
   if not isinstance(num_classes, int) or num_classes < 1:
-    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    raise ConfigError(f"num_classes must be a positive int, got {num_classes!r}")
   return cls(num_classes=num_classes, **{**preset, **opts})
 
 
@@ -49,6 +57,6 @@ def _lookup(name: str):
   if name not in _REGISTRY:
     close = difflib.get_close_matches(name, list(_REGISTRY), 3)
     hint = f" Did you mean {close}?" if close else ""
-    raise ValueError(f"unknown model {name!r}.{hint} Known models: {sorted(_REGISTRY)}")
+    raise ConfigError(f"unknown model {name!r}.{hint} Known models: {sorted(_REGISTRY)}")
   return _REGISTRY[name]
 

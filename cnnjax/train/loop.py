@@ -35,9 +35,14 @@ def evaluate(eval_step, state, eval_ds, sharding) -> Dict[str, float]:
   return metrics.summarize([jax.device_get(sums)])
 
 
-def run(config, workdir: str) -> Dict[str, Dict[str, float]]:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint). Returns the last train/eval metrics."""
+def run(config, workdir: str, *, stop_after_steps: Optional[int] = None) -> Dict[str, Dict[str, float]]:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint). Returns the last train/eval metrics.
+
+  `stop_after_steps` ends the run early, with a checkpoint, once that step is reached, without changing the
+  schedule (which depends only on the config): for time-boxed jobs and resume tests.
+  """
   config_lib.validate(config)
+  parallel.enable_compilation_cache(config.compilation_cache_dir)
   workdir = os.path.abspath(workdir)
   is_chief = jax.process_index() == 0
   if is_chief:
@@ -87,8 +92,9 @@ def run(config, workdir: str) -> Dict[str, Dict[str, float]]:
   bar = _progress(total_steps, start_step, config.progress_bar and is_chief)
   t_log, n_log = time.perf_counter(), 0
   step = start_step
+  end = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
   try:
-    while step < total_steps:
+    while step < end:
       batch = parallel.global_batch(next(train_iter), batch_sharding)
       t0 = time.perf_counter()
       state, m = train_step(state, batch)
@@ -100,7 +106,7 @@ def run(config, workdir: str) -> Dict[str, Dict[str, float]]:
       step += 1
       n_log += config.batch_size
       bar.update(1)
-      if step % config.log_every_steps == 0 or step == total_steps:
+      if step % config.log_every_steps == 0 or step == end:
         summary = metrics.summarize(jax.device_get(pending))
         pending = []
         now = time.perf_counter()
@@ -122,7 +128,7 @@ def run(config, workdir: str) -> Dict[str, Dict[str, float]]:
         log.info("eval at step %d: loss %.4f top1 %.4f top5 %.4f (%d examples)", step, ev["loss"], ev["top1"],
                      ev["top5"], ev["count"])
         t_log, n_log = time.perf_counter(), 0  # keep eval time out of the throughput
-      if step % every(config.checkpoint_every_steps) == 0 or step == total_steps:
+      if step % every(config.checkpoint_every_steps) == 0 or step == end:
         ckpt.save(step, state, train_iter)
   finally:
     bar.close()

@@ -1,0 +1,41 @@
+"""The entry point as a user runs it: overrides, a misspelt key, a bad value."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _main(*args, timeout=300):
+  return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def test_misspelt_key_fails_fast_naming_key_and_closest(tmp_path):
+  r = _main("--config", "configs/resnet.py", "--workdir", str(tmp_path), "--config.lerning_rate=0.3",
+            "--config.dataset.imagesize=16", timeout=60)
+  assert r.returncode != 0
+  assert "lerning_rate" in r.stderr and "learning_rate" in r.stderr
+  assert "dataset.imagesize" in r.stderr and "dataset.image_size" in r.stderr
+  assert "Traceback" not in r.stderr
+  assert not os.path.exists(tmp_path / "config.json")  # failed before anything ran
+
+
+def test_bad_value_and_unknown_model_are_clear(tmp_path):
+  r = _main("--config", "configs/resnet.py", "--workdir", str(tmp_path), "--config.learning_rate=-1", timeout=60)
+  assert r.returncode != 0 and "config.learning_rate=-1.0" in r.stderr and "Traceback" not in r.stderr
+  r = _main("--config", "configs/resnet.py", "--workdir", str(tmp_path), "--config.model.name=resnet21",
+            timeout=60)
+  assert r.returncode != 0 and "resnet21" in r.stderr and "resnet20" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_overrides_reach_the_run(tmp_path):
+  r = _main("--config", "configs/resnet.py", "--workdir", str(tmp_path), "--config.num_train_steps=2",
+            "--config.dataset.image_size=8", "--config.model.width=0.25", "--config.learning_rate=0.05",
+            "--config.eval_batch_size=400")
+  assert r.returncode == 0, r.stderr[-3000:]
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["num_train_steps"] == 2 and saved["learning_rate"] == 0.05
+  assert saved["dataset"]["image_size"] == 8 and saved["model"]["width"] == 0.25
+  assert "Results in" in r.stdout

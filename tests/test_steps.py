@@ -1,0 +1,49 @@
+"""Loss and metrics against hand-worked examples and numpy float64."""
+import jax.numpy as jnp
+import numpy as np
+
+from cnnjax.train import steps
+
+
+def test_topk_hand_worked_with_ties():
+  logits = jnp.array([
+      [0.1, 0.5, 0.2, 0.9, 0.3, 0.0],  # label 1: one class (3) above it -> rank 2: top1 no, top5 yes
+      [1.0, 1.0, 0.0, 0.0, 0.0, 0.0],  # label 0 tied with class 1: tie counts against -> top1 no, top2 no? top5 yes
+      [2.0, 2.0, 2.0, 2.0, 2.0, 2.0],  # all equal: 5 others >= label -> not in top5 either
+      [0.0, 0.0, 0.0, 0.0, 0.0, 3.0],  # label 5 strictly highest -> top1 yes
+      [5.0, 4.0, 3.0, 2.0, 1.0, 0.0],  # label 5 lowest: 5 others above -> top5 no
+  ])
+  labels = jnp.array([1, 0, 3, 5, 5])
+  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 1), [0, 0, 0, 1, 0])
+  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 2), [1, 1, 0, 1, 0])
+  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 5), [1, 1, 0, 1, 0])
+  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 6), [1, 1, 1, 1, 1])
+
+
+def test_cross_entropy_matches_numpy_float64():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(7, 10)) * 3
+  labels = rng.integers(0, 10, 7)
+  z = logits - logits.max(-1, keepdims=True)
+  logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  want = -logp[np.arange(7), labels]
+  got = steps.cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  # Label smoothing eps: target (1-eps) one-hot + eps/K uniform.
+  eps = 0.1
+  t = np.full((7, 10), eps / 10)
+  t[np.arange(7), labels] += 1 - eps
+  want_s = -(t * logp).sum(-1)
+  got_s = steps.cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(labels), eps)
+  np.testing.assert_allclose(got_s, want_s, rtol=1e-5)
+
+
+def test_metric_sums_ignore_masked_examples():
+  logits = jnp.array([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0]])
+  labels = jnp.array([0, 0, 1])
+  mask = jnp.array([True, True, False])
+  m = steps.metric_sums(logits, labels, mask)
+  assert float(m["count"]) == 2
+  assert float(m["top1"]) == 1
+  want_loss = np.log1p(np.exp(-2.0)) + np.log1p(np.exp(2.0))
+  np.testing.assert_allclose(float(m["loss"]), want_loss, rtol=1e-5)

@@ -1,0 +1,88 @@
+"""End-to-end runs of the training loop on tiny configs."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from cnnjax import checkpoint, metrics
+from cnnjax.train import loop
+from tests.conftest import tiny_config
+
+
+def _final_params(workdir, config):
+  """The params of the newest checkpoint, as numpy (restored without a template)."""
+  import orbax.checkpoint as ocp
+  mgr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
+  step = mgr.latest_step()
+  restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  mgr.close()
+  return step, jax.tree.map(np.asarray, restored["state"])
+
+
+def test_few_steps_loss_goes_down_and_outputs_are_written(tmp_path):
+  c = tiny_config(num_train_steps=12, log_every_steps=3, eval_every_steps=6, checkpoint_every_steps=6,
+                  learning_rate=0.1)
+  last = loop.run(c, str(tmp_path))
+  entries = metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))
+  train = [e for e in entries if e["split"] == "train"]
+  evals = [e for e in entries if e["split"] == "eval"]
+  assert [e["step"] for e in train] == [3, 6, 9, 12]
+  assert [e["step"] for e in evals] == [6, 12]
+  assert train[-1]["loss"] < train[0]["loss"]
+  for key in ("loss", "top1", "top5", "learning_rate", "examples_per_sec", "grad_norm"):
+    assert np.isfinite(train[-1][key]), key
+  # Evaluation counts every test example once: 355 is not a multiple of the eval batch (64).
+  assert all(e["count"] == 355 for e in evals)
+  assert last["eval"]["top1"] == evals[-1]["top1"]
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["model"]["name"] == "resnet20" and saved["num_train_steps"] == 12
+  assert checkpoint.Manager(str(tmp_path / "checkpoints")).all_steps() == [6, 12]
+  step, state = _final_params(str(tmp_path), c)
+  assert step == 12 and int(state["step"]) == 12
+
+
+def test_eval_top1_equals_numpy_recount(tmp_path):
+  """The loop's eval metrics equal a recount in numpy of the restored model's predictions."""
+  from cnnjax import data, models
+  from cnnjax import config as config_lib
+  c = tiny_config(num_train_steps=4)
+  last = loop.run(c, str(tmp_path))
+  _, state = _final_params(str(tmp_path), c)
+  src, info = data.get_source(c.dataset, "test")
+  model = models.create(c.model.name, num_classes=10, **config_lib.model_options(c))
+  correct, n = 0, 0
+  for batch in data.eval_dataset(c, src, info):
+    logits = np.asarray(model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
+                                    batch["image"], train=False), np.float64)
+    m = batch["mask"]
+    correct += int((logits.argmax(-1) == batch["label"])[m].sum())
+    n += int(m.sum())
+  assert n == 355
+  assert abs(last["eval"]["top1"] - correct / n) < 1e-6
+
+
+def test_stop_and_resume_equals_straight_run(tmp_path):
+  c = tiny_config(num_train_steps=6, checkpoint_every_steps=3, log_every_steps=3,
+                  **{"dataset.augment": "pad_crop"})
+  loop.run(c, str(tmp_path / "straight"))
+  loop.run(c, str(tmp_path / "resumed"), stop_after_steps=3)
+  assert checkpoint.Manager(str(tmp_path / "resumed" / "checkpoints")).all_steps() == [3]
+  loop.run(c, str(tmp_path / "resumed"))
+  _, a = _final_params(str(tmp_path / "straight"), c)
+  _, b = _final_params(str(tmp_path / "resumed"), c)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  # metrics.jsonl of the resumed run has each step once, and equals the straight run's losses.
+  ma = [e for e in metrics.read_jsonl(str(tmp_path / "straight" / "metrics.jsonl")) if e["split"] == "train"]
+  mb = [e for e in metrics.read_jsonl(str(tmp_path / "resumed" / "metrics.jsonl")) if e["split"] == "train"]
+  assert [e["step"] for e in mb] == [e["step"] for e in ma]
+  np.testing.assert_array_equal([e["loss"] for e in mb], [e["loss"] for e in ma])
+
+
+def test_rerun_of_finished_run_does_nothing_more(tmp_path):
+  c = tiny_config(num_train_steps=3)
+  loop.run(c, str(tmp_path))
+  n = len(metrics.read_jsonl(str(tmp_path / "metrics.jsonl")))
+  loop.run(c, str(tmp_path))
+  assert len(metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))) == n
