@@ -2,17 +2,58 @@
 
 `workdir/checkpoints/<step>/` holds `state` (Orbax StandardSave of the TrainState pytree) and `data` (Grain's
 iterator state), saved together, so a resumed run sees exactly the batches an uninterrupted run would. Saving
-is asynchronous; Orbax writes into a temporary directory and renames it when complete, so a kill mid-save
-leaves the previous step as the latest.
+is asynchronous; Orbax writes into `<step>.orbax-checkpoint-tmp` and renames it when complete, so a kill
+mid-save leaves the previous step as the latest.
+
+Restoring walks from the newest step to the oldest: a step that cannot be restored (truncated or missing
+files, an empty directory) is reported and renamed `<step>.damaged-<n>` (kept for inspection, never deleted,
+and invisible to Orbax so it cannot shadow the steps saved after it). A checkpoint whose parameters do not
+match the model raises a ConfigError naming the differing parameters instead of falling back.
 """
 import logging
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
+import flax
 import grain
+import jax
 import orbax.checkpoint as ocp
 
+from cnnjax.errors import ConfigError
+
 log = logging.getLogger("cnnjax")
+
+
+def _shapes(tree) -> Dict[str, tuple]:
+  """{'params/stage1/.../kernel': shape} for a nested dict of arrays or array metadata."""
+  flat = {}
+
+  def visit(node, prefix):
+    if isinstance(node, dict):
+      for k, v in node.items():
+        visit(v, f"{prefix}/{k}" if prefix else str(k))
+    elif hasattr(node, "shape"):
+      flat[prefix] = tuple(node.shape)
+  visit(tree, "")
+  return flat
+
+
+def describe_mismatch(saved: Dict[str, tuple], expected: Dict[str, tuple], limit: int = 8) -> Optional[str]:
+  """A message listing parameters missing, unexpected or of another shape; None if they agree."""
+  missing = sorted(set(expected) - set(saved))
+  extra = sorted(set(saved) - set(expected))
+  shape = sorted(k for k in set(saved) & set(expected) if saved[k] != expected[k])
+  if not (missing or extra or shape):
+    return None
+  parts = []
+  if missing:
+    parts.append(f"{len(missing)} in the model but not in the checkpoint: {missing[:limit]}")
+  if extra:
+    parts.append(f"{len(extra)} in the checkpoint but not in the model: {extra[:limit]}")
+  if shape:
+    parts.append(f"{len(shape)} of another shape: " +
+                 ", ".join(f"{k} checkpoint {saved[k]} vs model {expected[k]}" for k in shape[:limit]))
+  return "; ".join(parts)
 
 
 class Manager:
@@ -35,19 +76,52 @@ class Manager:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     return self._mgr.save(int(step), args=ocp.args.Composite(**items), force=force)
 
+  def _check_compatible(self, step: int, state_template: Any) -> None:
+    """Raises ConfigError if step's saved parameters differ from the template's; errors reading the metadata
+    are left to the restore (and so to the damaged-checkpoint fallback)."""
+    try:
+      saved = _shapes(dict(self._mgr.item_metadata(step)["state"].tree))
+    except Exception:  # unreadable metadata: a damaged checkpoint, handled by restore's fallback
+      return
+    if not saved:
+      return
+    expected = _shapes(flax.serialization.to_state_dict(state_template))
+    problem = describe_mismatch(saved, expected)
+    if problem:
+      raise ConfigError(f"checkpoint step {step} in {self.directory} does not fit this model: {problem}. "
+                        f"Use another --workdir, or the config the checkpoint was written with.")
+
+  def _quarantine(self, step: int) -> str:
+    src = os.path.join(self.directory, str(step))
+    n = 0
+    while os.path.exists(dst := f"{src}.damaged-{n}"):
+      n += 1
+    if jax.process_index() == 0 and os.path.exists(src):
+      os.rename(src, dst)
+    self._mgr.reload()
+    return dst
+
   def restore(self, state_template: Any, data_iterator: Any = None, step: Optional[int] = None
               ) -> Tuple[Optional[Any], Optional[int]]:
-    """Restores `step` (default: the newest) into the template's structure and shardings, and the data
-    iterator in place. Returns (state, step), or (None, None) when there is no checkpoint."""
-    step = self._mgr.latest_step() if step is None else step
-    if step is None:
-      return None, None
-    items = {"state": ocp.args.StandardRestore(state_template)}
-    if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self._mgr.restore(step, args=ocp.args.Composite(**items))
-    log.info("restored checkpoint step %d from %s", step, self.directory)
-    return restored["state"], step
+    """Restores the newest restorable step (or `step`) into the template's structure and shardings, and the
+    data iterator in place. Returns (state, step), or (None, None) when no checkpoint restores; in that case
+    the data iterator may have been moved and must be recreated."""
+    steps = [step] if step is not None else sorted(self._mgr.all_steps(), reverse=True)
+    for s in steps:
+      self._check_compatible(s, state_template)
+      items = {"state": ocp.args.StandardRestore(state_template)}
+      if data_iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+      try:
+        restored = self._mgr.restore(s, args=ocp.args.Composite(**items))
+      except Exception as e:  # Orbax reports damage as many types (KeyError, ValueError, NOT_FOUND, ...)
+        moved = self._quarantine(s)
+        log.warning("checkpoint step %d cannot be restored (%s: %s); moved it to %s and trying an older one",
+                    s, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "", moved)
+        continue
+      log.info("restored checkpoint step %d from %s", s, self.directory)
+      return restored["state"], s
+    return None, None
 
   def wait(self) -> None:
     self._mgr.wait_until_finished()

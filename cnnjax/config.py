@@ -41,6 +41,12 @@ def validate(config) -> None:
   _check(c.model.conv_impl in IMPLS, "model.conv_impl", c.model.conv_impl, f"one of {IMPLS}")
   _check(c.dataset.num_workers >= 0, "dataset.num_workers", c.dataset.num_workers, ">= 0")
   _check(c.dataset.image_size > 0, "dataset.image_size", c.dataset.image_size, "> 0")
+  _check(isinstance(c.grad_accum_steps, int) and c.grad_accum_steps >= 1, "grad_accum_steps",
+         c.grad_accum_steps, "an int >= 1")
+  _check(c.batch_size % (c.grad_accum_steps * jax.device_count()) == 0, "batch_size", c.batch_size,
+         f"a multiple of grad_accum_steps x device count = {c.grad_accum_steps * jax.device_count()}")
+  _check(c.on_nonfinite in ("stop", "skip"), "on_nonfinite", c.on_nonfinite, "'stop' or 'skip'")
+  _check(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite", c.max_consecutive_nonfinite, ">= 1")
   from cnnjax import models
   models.registry.check(c.model.name, [k for k in c.model if k != "name"])
 
@@ -108,3 +114,34 @@ def load_file(spec: str):
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(preset) if preset else module.get_config()
+
+
+# Fields a resumed run may change: cadences, durations, I/O and runtime placement. Anything else (model,
+# data, optimizer, seed, batch size, ...) would silently mix two experiments in one workdir.
+RESUME_SAFE = ("num_epochs", "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
+               "keep_checkpoints", "progress_bar", "compilation_cache_dir", "eval_batch_size", "on_nonfinite",
+               "max_consecutive_nonfinite", "dataset.data_dir", "dataset.num_workers", "dataset.num_threads",
+               "dataset.prefetch", "distributed.", "parallel.")
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def resume_differences(saved: dict, config) -> list:
+  """Fields that differ between a workdir's saved config.json and `config`, other than RESUME_SAFE ones."""
+  now = _flatten(json.loads(config.to_json_best_effort()))
+  old = _flatten(saved)
+  diffs = []
+  for key in sorted(set(now) | set(old)):
+    if any(key == s or (s.endswith(".") and key.startswith(s)) for s in RESUME_SAFE):
+      continue
+    if now.get(key, "<absent>") != old.get(key, "<absent>"):
+      diffs.append(f"{key}: {old.get(key, '<absent>')!r} in the workdir, {now.get(key, '<absent>')!r} now")
+  return diffs

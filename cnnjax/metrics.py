@@ -32,6 +32,9 @@ def summarize(step_metrics: Iterable[Mapping[str, np.ndarray]]) -> Dict[str, flo
     out["grad_norm"] = float(np.mean([float(m["grad_norm"]) for m in step_metrics]))
   if "learning_rate" in step_metrics[0]:
     out["learning_rate"] = float(step_metrics[-1]["learning_rate"])
+  if "nonfinite_loss" in step_metrics[0]:
+    out["nonfinite_steps"] = float(sum(bool(m["nonfinite_loss"]) or bool(m["nonfinite_grads"])
+                                       for m in step_metrics))
   out["count"] = count
   return out
 

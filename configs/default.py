@@ -31,6 +31,9 @@ def get_config():
   c.label_smoothing = 0.0
   c.aux_loss_weight = 0.3            # GoogLeNet's auxiliary classifiers (Szegedy et al. 2015, Sec. 5)
   c.dtype = "float32"                # compute dtype: 'float32' | 'bfloat16'; parameters stay float32
+  c.grad_accum_steps = 1             # k > 1: k microbatches of batch_size / k per update
+  c.on_nonfinite = "stop"            # NaN/Inf loss or gradients: 'stop', or 'skip' the update
+  c.max_consecutive_nonfinite = 10   # with 'skip': stop after this many non-finite steps in a row
   # Logging, evaluation, checkpoints.
   c.log_every_steps = 10
   c.eval_every_steps = -1
@@ -38,6 +41,14 @@ def get_config():
   c.keep_checkpoints = 3
   c.progress_bar = True              # shown only when stderr is a terminal
   c.compilation_cache_dir = "~/.cache/cnnjax/jax"  # JAX's persistent compilation cache; '' turns it off
+  # Devices and processes (cnnjax/parallel.py).
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.shard_params = False    # FSDP-style: split parameters and optimizer state over the 'data' axis
+  c.distributed = ml_collections.ConfigDict()
+  c.distributed.coordinator_address = ""   # e.g. '10.0.0.1:1234'; '' = auto-detect (TPU pod, SLURM) or 1 process
+  c.distributed.num_processes = 1
+  c.distributed.process_id = 0
+  c.distributed.initialization_timeout = 300
   # Model: `name` plus the family's options (cnnjax.models.options(name)).
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet20"
@@ -49,6 +60,7 @@ def get_config():
   c.dataset.train_split = "train"
   c.dataset.eval_split = "test"
   c.dataset.image_size = 32
+  c.dataset.num_classes = -1         # -1: the data set's; otherwise must equal it (a check)
   c.dataset.augment = "none"
   c.dataset.num_workers = 0          # Grain worker processes (0: read in the main process)
   c.dataset.num_threads = 4

@@ -15,6 +15,8 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file, optionally `:preset`.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config copy.")
+_ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
+                                  "Resume a workdir even though the config's model, data or optimizer changed.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -26,9 +28,15 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax and Grain log every save at INFO
   logging.getLogger("cnnjax").setLevel(logging.INFO)
   try:
-    loop.run(_CONFIG.value, _WORKDIR.value)
+    loop.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
   except ConfigError as e:
     raise app.UsageError(str(e)) from None
+  except loop.NonFiniteError as e:
+    sys.stderr.write(f"FATAL: {e}\n")
+    sys.exit(1)
+  except loop.Preempted as e:
+    sys.stderr.write(f"{e}\n")
+    sys.exit(loop.EXIT_PREEMPTED)
 
 
 def parse_flags(argv):

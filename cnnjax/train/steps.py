@@ -46,31 +46,67 @@ def split_outputs(out):
   return out, ()
 
 
-def make_train_step(model, tx, schedule, *, label_smoothing: float = 0.0, aux_loss_weight: float = 0.3):
-  """Builds `train_step(state, batch) -> (state, metrics)`; metrics are sums (see `metric_sums`)."""
+def make_train_step(model, tx, schedule, *, label_smoothing: float = 0.0, aux_loss_weight: float = 0.3,
+                    grad_accum_steps: int = 1):
+  """Builds `train_step(state, batch) -> (state, metrics)`; metrics are sums (see `metric_sums`).
 
-  def train_step(state: TrainState, batch: Dict[str, Any]):
-    dropout_rng = jax.random.fold_in(state.rng, state.step)
-    images, labels = batch["image"], batch["label"]
+  `grad_accum_steps=k` splits the batch into k microbatches (microbatch j holds examples j, j+k, j+2k, ...),
+  averages their gradients and applies one update: the same update as the whole batch for models without
+  batch norm. With batch norm each microbatch is normalised with its own statistics ("ghost" batch norm) and
+  the running averages are updated once per microbatch, in order.
 
+  An update whose loss or gradients are not finite is not applied (parameters, batch statistics and optimizer
+  state keep their values; the step counter advances); `nonfinite_loss` / `nonfinite_grads` in the metrics
+  say so, and the loop decides to stop or go on (config.on_nonfinite). So no state holding NaN or Inf is
+  ever produced, let alone checkpointed.
+  """
+
+  def grads_and_stats(params, batch_stats, images, labels, rng):
     def loss_fn(params):
-      variables = {"params": params, "batch_stats": state.batch_stats}
-      out, new_vars = model.apply(variables, images, train=True, mutable=["batch_stats"],
-                                  rngs={"dropout": dropout_rng})
+      variables = {"params": params, "batch_stats": batch_stats}
+      out, new_vars = model.apply(variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng})
       logits, aux = split_outputs(out)
       loss = jnp.mean(cross_entropy(logits, labels, label_smoothing))
       for a in aux:
         loss = loss + aux_loss_weight * jnp.mean(cross_entropy(a, labels, label_smoothing))
       return loss, (logits, new_vars.get("batch_stats", {}))
+    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return loss, logits, new_stats, grads
 
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  def train_step(state: TrainState, batch: Dict[str, Any]):
+    rng = jax.random.fold_in(state.rng, state.step)
+    images, labels = batch["image"], batch["label"]
+    k = grad_accum_steps
+    if k == 1:
+      loss, logits, batch_stats, grads = grads_and_stats(state.params, state.batch_stats, images, labels, rng)
+    else:
+      micro = lambda x: jnp.moveaxis(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 1, 0)
+      def body(carry, xs):
+        grads_sum, stats, loss_sum = carry
+        j, im, lb = xs
+        loss, logits, stats, grads = grads_and_stats(state.params, stats, im, lb, jax.random.fold_in(rng, j))
+        return (jax.tree.map(jnp.add, grads_sum, grads), stats, loss_sum + loss), logits
+      zeros = jax.tree.map(jnp.zeros_like, state.params)
+      (grads, batch_stats, loss), logits = jax.lax.scan(
+          body, (zeros, state.batch_stats, jnp.zeros((), jnp.float32)), (jnp.arange(k), micro(images), micro(labels)))
+      grads = jax.tree.map(lambda g: g / k, grads)
+      loss = loss / k
+      logits = jnp.moveaxis(logits, 0, 1).reshape(labels.shape[0], -1)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    loss_ok, grads_ok = jnp.isfinite(loss), jnp.isfinite(grad_norm)
+    ok = loss_ok & grads_ok
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                              batch_stats=keep(batch_stats, state.batch_stats),
+                              opt_state=keep(opt_state, state.opt_state))
     metrics = metric_sums(logits, labels, jnp.ones(labels.shape, bool), label_smoothing)
     metrics["total_loss"] = loss * labels.shape[0]  # with auxiliary losses; a sum like the others
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = grad_norm
     metrics["learning_rate"] = schedule(state.step)
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    metrics["nonfinite_loss"] = ~loss_ok
+    metrics["nonfinite_grads"] = ~grads_ok
     return new_state, metrics
 
   return train_step
