@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Tuple
 import flax
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from cnnjax.errors import ConfigError
@@ -128,3 +129,21 @@ class Manager:
 
   def close(self) -> None:
     self._mgr.close()
+
+
+def load_numpy(directory: str, step: Optional[int] = None) -> Tuple[Dict[str, Any], int]:
+  """The train state of a checkpoint as nested dicts of numpy arrays, on any machine (no template, no
+  devices needed): for notebooks, tools and tests. `directory` is a workdir or its checkpoints/ folder."""
+  if os.path.isdir(os.path.join(directory, "checkpoints")):
+    directory = os.path.join(directory, "checkpoints")
+  directory = os.path.abspath(directory)
+  if step is None:
+    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {directory}")
+    step = max(steps)
+  path = os.path.join(directory, str(step), "state")
+  with ocp.PyTreeCheckpointer() as ckptr:
+    meta = ckptr.metadata(path).item_metadata.tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+    return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args)), step

@@ -52,8 +52,9 @@ def validate(config) -> None:
 
 
 def model_options(config) -> dict:
-  """The model's options: every field of config.model but its name, plus the compute dtype."""
-  opts = {k: v for k, v in config.model.items() if k != "name"}
+  """The model's options: every field of config.model but its name and those left None (the named model's
+  own value), plus the compute dtype."""
+  opts = {k: v for k, v in config.model.items() if k != "name" and v is not None}
   if "dtype" not in opts:
     import jax.numpy as jnp
     opts["dtype"] = jnp.dtype(config.dtype)

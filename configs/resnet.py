@@ -8,6 +8,8 @@ The paper's CIFAR-10 recipe (Sec. 4.2): batch 128, lr 0.1 divided by 10 at 32k a
 64k, weight decay 1e-4, momentum 0.9, 4-pixel pad + random crop + flip; ResNet-20 reaches 8.75% test error,
 ResNet-56 6.97%, ResNet-110 6.43% (Table 6).
 """
+from ml_collections import config_dict
+
 from configs import default
 
 
@@ -19,6 +21,7 @@ def get_config(preset: str = "digits"):
   c.model.shortcut = "A"
   c.model.zero_init_residual = False
   c.model.width = 1.0
+  c.model.stage_sizes = config_dict.placeholder(tuple)  # None: the named model's (e.g. (3, 3, 3) for resnet20)
   if preset == "digits":
     c.dataset.name = "digits"
     c.dataset.image_size = 32

@@ -12,7 +12,7 @@ def tiny_config(**overrides):
   from configs import resnet
   c = resnet.get_config()
   c.model.width = 0.5
-  c.model.stage_sizes = (1, 1, 1)   # ResNet-8: the CIFAR layout with one block per stage
+  c.model.stage_sizes = (1, 1, 1)  # ResNet-8: the CIFAR layout with one block per stage
   c.dataset.image_size = 8
   c.dataset.augment = "none"
   c.batch_size = 32

@@ -1,0 +1,37 @@
+"""Helpers for tests that run the real entry point in subprocesses."""
+import os
+import socket
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(__import__("tempfile").gettempdir(), "cnnjax-test-jax-cache")
+
+# The tiny config of conftest.tiny_config, as command-line overrides of configs/resnet.py.
+TINY = ["--config.model.width=0.5", "--config.model.stage_sizes=(1, 1, 1)", "--config.dataset.image_size=8",
+        "--config.dataset.augment=pad_crop", "--config.batch_size=32", "--config.eval_batch_size=64",
+        "--config.learning_rate=0.05", "--config.progress_bar=False", f"--config.compilation_cache_dir={CACHE}"]
+
+
+def env(devices: int = 1, **extra):
+  e = dict(os.environ)
+  e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  e["PYTHONPATH"] = ROOT
+  e.update(extra)
+  return e
+
+
+def main_cmd(workdir, *overrides, config="configs/resnet.py"):
+  return [sys.executable, "-m", "experiments.main", "--config", config, "--workdir", str(workdir), *TINY,
+          *overrides]
+
+
+def run_main(workdir, *overrides, devices=1, timeout=600, **kw):
+  return subprocess.run(main_cmd(workdir, *overrides), cwd=ROOT, env=env(devices), capture_output=True,
+                        text=True, timeout=timeout, **kw)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]

@@ -1,0 +1,169 @@
+"""Scale-out: 8 devices compute what 1 does; two processes on 127.0.0.1 compute what one does; gradient
+accumulation; bfloat16; the persistent compilation cache."""
+import os
+import re
+import subprocess
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cnnjax import checkpoint, models
+from cnnjax.train import state as state_lib, steps
+from tests import _runner
+
+STEPS = ["--config.num_train_steps=4", "--config.checkpoint_every_steps=4", "--config.log_every_steps=2",
+         "--config.eval_every_steps=4"]
+
+
+def _assert_states_close(a, b, rtol=2e-5, atol=2e-6):
+  for key in ("params", "batch_stats"):
+    flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a[key]), jax.tree.leaves(b[key])
+    for (path, x), y in zip(flat_a, flat_b):
+      np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=f"{key}{jax.tree_util.keystr(path)}")
+
+
+@pytest.mark.slow
+def test_eight_devices_equal_one_device(tmp_path):
+  """Same global batch (32) with batch norm: data-parallel over 8 CPU devices matches 1 device."""
+  for n in (1, 8):
+    r = _runner.run_main(tmp_path / f"d{n}", *STEPS, devices=n)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"on {n} devices" in r.stderr
+  a, _ = checkpoint.load_numpy(str(tmp_path / "d1"))
+  b, _ = checkpoint.load_numpy(str(tmp_path / "d8"))
+  _assert_states_close(a, b)
+  ea = [l for l in open(tmp_path / "d1" / "metrics.jsonl")]
+  eb = [l for l in open(tmp_path / "d8" / "metrics.jsonl")]
+  assert len(ea) == len(eb)
+
+
+@pytest.mark.slow
+def test_fsdp_sharded_params_equal_replicated(tmp_path):
+  r = _runner.run_main(tmp_path / "rep", *STEPS, devices=4)
+  assert r.returncode == 0, r.stderr[-3000:]
+  r = _runner.run_main(tmp_path / "fsdp", *STEPS, "--config.parallel.shard_params=True", devices=4)
+  assert r.returncode == 0, r.stderr[-3000:]
+  a, _ = checkpoint.load_numpy(str(tmp_path / "rep"))
+  b, _ = checkpoint.load_numpy(str(tmp_path / "fsdp"))
+  _assert_states_close(a, b)
+
+
+def _multihost(tmp_path, num_processes, timeout=240, extra=()):
+  port = _runner.free_port()
+  procs = []
+  for i in range(num_processes):
+    cmd = _runner.main_cmd(tmp_path / "mh", *STEPS, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                           "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}", *extra)
+    procs.append(subprocess.Popen(cmd, cwd=_runner.ROOT, env=_runner.env(2), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  return [(p, *p.communicate(timeout=timeout)) for p in procs]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(tmp_path):
+  """2 processes x 2 CPU devices on 127.0.0.1 through the real entry point == 1 process x 4 devices."""
+  results = _multihost(tmp_path, 2)
+  for p, out, err in results:
+    assert p.returncode == 0, err[-3000:]
+  fps = [re.search(r"process (\d): final parameters fingerprint (\w+)", err).groups() for _, _, err in results]
+  assert {f[0] for f in fps} == {"0", "1"} and fps[0][1] == fps[1][1]  # both hold the same parameters
+  assert "Done" in results[0][1] and "Done" not in results[1][1]      # only process 0 reports and writes
+  r = _runner.run_main(tmp_path / "single", *STEPS, devices=4)
+  assert r.returncode == 0, r.stderr[-3000:]
+  a, _ = checkpoint.load_numpy(str(tmp_path / "single"))
+  b, step = checkpoint.load_numpy(str(tmp_path / "mh"))
+  assert step == 4
+  _assert_states_close(a, b)
+  # Resume from the multi-host checkpoint with both processes (restore through Orbax by all processes).
+  more = ("--config.num_train_steps=6", "--config.checkpoint_every_steps=6")
+  results = _multihost(tmp_path, 2, extra=more)
+  for p, out, err in results:
+    assert p.returncode == 0, err[-3000:]
+    assert "restored checkpoint step 4" in err
+
+
+@pytest.mark.slow
+def test_missing_peer_ends_with_clear_message(tmp_path):
+  port = _runner.free_port()
+  cmd = _runner.main_cmd(tmp_path / "alone", *STEPS, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                         "--config.distributed.num_processes=2", "--config.distributed.process_id=0",
+                         "--config.distributed.initialization_timeout=8")
+  r = subprocess.run(cmd, cwd=_runner.ROOT, env=_runner.env(1), capture_output=True, text=True, timeout=120)
+  assert r.returncode == 3
+  assert "did not start within 8 s" in r.stderr and f"127.0.0.1:{port}" in r.stderr
+
+
+def _tiny_model_state(norm, batch=16, seed=0):
+  model = models.create("resnet20", num_classes=10, stage_sizes=(1, 1, 1), width=0.5, norm=norm)
+  tx = optax.sgd(0.1, momentum=0.9)
+  state = state_lib.create(jax.random.PRNGKey(seed), model, tx, (8, 8, 1))
+  rng = np.random.default_rng(seed)
+  batch = {"image": jnp.asarray(rng.normal(size=(batch, 8, 8, 1)), jnp.float32),
+           "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
+  return model, tx, state, batch
+
+
+def test_grad_accumulation_equals_large_batch_without_batch_norm():
+  model, tx, state, batch = _tiny_model_state("none")
+  one = jax.jit(steps.make_train_step(model, tx, optax.constant_schedule(0.1)))
+  acc = jax.jit(steps.make_train_step(model, tx, optax.constant_schedule(0.1), grad_accum_steps=4))
+  s1, m1 = one(state, batch)
+  s4, m4 = acc(state, batch)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), s1.params, s4.params)
+  np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
+  np.testing.assert_allclose(m1["top1"], m4["top1"])
+
+
+def test_grad_accumulation_with_batch_norm_is_ghost_batch_norm():
+  """With batch norm, microbatch j (examples j, j+k, ...) is normalised with its own statistics and the
+  running averages are updated once per microbatch, in order: checked against an explicit loop."""
+  k = 2
+  model, tx, state, batch = _tiny_model_state("batch")
+  acc = jax.jit(steps.make_train_step(model, tx, optax.constant_schedule(0.1), grad_accum_steps=k))
+  got, _ = acc(state, batch)
+  grads_sum, stats = None, state.batch_stats
+  for j in range(k):
+    im, lb = batch["image"][j::k], batch["label"][j::k]
+
+    def loss_fn(p, stats=stats, im=im, lb=lb):
+      out, new = model.apply({"params": p, "batch_stats": stats}, im, train=True, mutable=["batch_stats"])
+      return jnp.mean(steps.cross_entropy(out, lb)), new["batch_stats"]
+    (_, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads_sum = g if grads_sum is None else jax.tree.map(jnp.add, grads_sum, g)
+  grads = jax.tree.map(lambda g: g / k, grads_sum)
+  updates, _ = tx.update(grads, state.opt_state, state.params)
+  want = optax.apply_updates(state.params, updates)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got.params, want)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got.batch_stats, stats)
+
+
+@pytest.mark.slow
+def test_bfloat16_trains_within_margin_of_float32(tmp_path):
+  from cnnjax.train import loop
+  from tests.conftest import tiny_config
+  results = {}
+  for dtype in ("float32", "bfloat16"):
+    c = tiny_config(num_train_steps=120, eval_every_steps=120, checkpoint_every_steps=120, log_every_steps=40,
+                    learning_rate=0.1, dtype=dtype, **{"dataset.image_size": 16})
+    results[dtype] = loop.run(c, str(tmp_path / dtype))["eval"]["top1"]
+  assert results["float32"] > 0.9, results
+  assert results["bfloat16"] > results["float32"] - 0.03, results
+  state, _ = checkpoint.load_numpy(str(tmp_path / "bfloat16"))
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(state["params"]))       # float32 parameters
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(state["batch_stats"]))  # float32 statistics
+
+
+@pytest.mark.slow
+def test_restart_reuses_compilation_cache(tmp_path):
+  cache = tmp_path / "cache"
+  args = (*STEPS, f"--config.compilation_cache_dir={cache}")
+  r = _runner.run_main(tmp_path / "a", *args)
+  assert r.returncode == 0, r.stderr[-2000:]
+  first = set(os.listdir(cache))
+  assert first, "nothing was cached"
+  r = _runner.run_main(tmp_path / "b", *args)  # a fresh process, a fresh workdir: every program is a hit
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert set(os.listdir(cache)) == first
