@@ -30,6 +30,8 @@ def _shapes(tree) -> Dict[str, tuple]:
   flat = {}
 
   def visit(node, prefix):
+    if isinstance(node, (list, tuple)):
+      node = {str(i): v for i, v in enumerate(node)}
     if isinstance(node, dict):
       for k, v in node.items():
         visit(v, f"{prefix}/{k}" if prefix else str(k))
@@ -41,9 +43,10 @@ def _shapes(tree) -> Dict[str, tuple]:
 
 def describe_mismatch(saved: Dict[str, tuple], expected: Dict[str, tuple], limit: int = 8) -> Optional[str]:
   """A message listing parameters missing, unexpected or of another shape; None if they agree."""
-  missing = sorted(set(expected) - set(saved))
-  extra = sorted(set(saved) - set(expected))
-  shape = sorted(k for k in set(saved) & set(expected) if saved[k] != expected[k])
+  order = lambda k: (not k.startswith("params"), k)  # parameters first, then batch statistics
+  missing = sorted(set(expected) - set(saved), key=order)
+  extra = sorted(set(saved) - set(expected), key=order)
+  shape = sorted((k for k in set(saved) & set(expected) if saved[k] != expected[k]), key=order)
   if not (missing or extra or shape):
     return None
   parts = []
@@ -55,6 +58,12 @@ def describe_mismatch(saved: Dict[str, tuple], expected: Dict[str, tuple], limit
     parts.append(f"{len(shape)} of another shape: " +
                  ", ".join(f"{k} checkpoint {saved[k]} vs model {expected[k]}" for k in shape[:limit]))
   return "; ".join(parts)
+
+
+def _state_metadata(path: str):
+  """The saved train state's tree of array metadata (shapes, dtypes), read without restoring anything."""
+  with ocp.PyTreeCheckpointer() as ckptr:
+    return ckptr.metadata(path).item_metadata.tree
 
 
 class Manager:
@@ -80,13 +89,14 @@ class Manager:
   def _check_compatible(self, step: int, state_template: Any) -> None:
     """Raises ConfigError if step's saved parameters differ from the template's; errors reading the metadata
     are left to the restore (and so to the damaged-checkpoint fallback)."""
+    keep = lambda tree: {k: tree[k] for k in ("params", "batch_stats") if k in tree}
     try:
-      saved = _shapes(dict(self._mgr.item_metadata(step)["state"].tree))
+      saved = _shapes(keep(dict(_state_metadata(os.path.join(self.directory, str(step), "state")))))
     except Exception:  # unreadable metadata: a damaged checkpoint, handled by restore's fallback
       return
     if not saved:
       return
-    expected = _shapes(flax.serialization.to_state_dict(state_template))
+    expected = _shapes(keep(flax.serialization.to_state_dict(state_template)))
     problem = describe_mismatch(saved, expected)
     if problem:
       raise ConfigError(f"checkpoint step {step} in {self.directory} does not fit this model: {problem}. "
@@ -143,7 +153,7 @@ def load_numpy(directory: str, step: Optional[int] = None) -> Tuple[Dict[str, An
       raise FileNotFoundError(f"no checkpoint in {directory}")
     step = max(steps)
   path = os.path.join(directory, str(step), "state")
+  meta = _state_metadata(path)
   with ocp.PyTreeCheckpointer() as ckptr:
-    meta = ckptr.metadata(path).item_metadata.tree
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
     return ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args)), step

@@ -20,6 +20,12 @@ def test_topk_hand_worked_with_ties():
   np.testing.assert_array_equal(steps.topk_correct(logits, labels, 6), [1, 1, 1, 1, 1])
 
 
+def test_topk_counts_nonfinite_logits_as_wrong():
+  logits = jnp.array([[jnp.nan, 0.0, 1.0], [jnp.inf, 0.0, 1.0], [0.0, 0.0, 1.0]])
+  labels = jnp.array([2, 0, 2])
+  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 1), [0, 0, 1])
+
+
 def test_cross_entropy_matches_numpy_float64():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(7, 10)) * 3

@@ -21,11 +21,12 @@ def topk_correct(logits, labels, k: int):
   """1.0 where the label is among the top k, else 0.0, counting ties against the prediction.
 
   The label is correct at k when fewer than k *other* classes have a logit >= the label's logit. A model that
-  outputs equal logits for all classes therefore scores 0, not 100%.
+  outputs equal logits for all classes therefore scores 0, not 100%; a row with a NaN or Inf logit is wrong.
   """
   label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
   others_ge = jnp.sum(logits >= label_logit, axis=-1) - 1
-  return (others_ge < k).astype(jnp.float32)
+  finite = jnp.all(jnp.isfinite(logits), axis=-1)
+  return ((others_ge < k) & finite).astype(jnp.float32)
 
 
 def metric_sums(logits, labels, mask, label_smoothing=0.0) -> Dict[str, jax.Array]:

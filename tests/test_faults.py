@@ -1,0 +1,190 @@
+"""Faults a long run meets, each tried for real: kills, preemption signals, non-finite losses, damaged
+checkpoints, torn metrics, a config changed under a workdir, invalid values. README.md ("Faults") lists them."""
+import glob
+import os
+import random
+import signal
+import subprocess
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from cnnjax import checkpoint, metrics
+from cnnjax.errors import ConfigError
+from cnnjax.train import loop
+from tests import _runner
+from tests.conftest import tiny_config
+
+LONG = ["--config.num_train_steps=40", "--config.checkpoint_every_steps=4", "--config.log_every_steps=2",
+        "--config.eval_every_steps=20", "--config.dataset.image_size=16"]
+
+
+def _train_entries(workdir):
+  return [(e["step"], e["loss"]) for e in metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+          if e["split"] == "train"]
+
+
+def _assert_same_run(a, b):
+  sa, step_a = checkpoint.load_numpy(str(a))
+  sb, step_b = checkpoint.load_numpy(str(b))
+  assert step_a == step_b
+  jax.tree.map(np.testing.assert_array_equal, sa, sb)   # bit for bit
+  assert _train_entries(b) == _train_entries(a)          # each step once, same losses
+  ev = lambda w: [(e["step"], e["top1"]) for e in metrics.read_jsonl(os.path.join(w, "metrics.jsonl"))
+                  if e["split"] == "eval"]
+  assert ev(b) == ev(a)
+
+
+def _wait_for(pred, proc, timeout=120.0, poll=0.005):
+  end = time.time() + timeout
+  while time.time() < end and proc.poll() is None:
+    if pred():
+      return True
+    time.sleep(poll)
+  return False
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
+  ref = tmp_path / "ref"
+  r = _runner.run_main(ref, *LONG)
+  assert r.returncode == 0, r.stderr[-3000:]
+  work = tmp_path / "killed"
+  rng = random.Random(0)
+  ckpts = str(work / "checkpoints")
+  # Kill points: while an async checkpoint save is in flight (its tmp dir exists), after a random logged
+  # step, and at a random time after start (often during start-up or compilation).
+  plan = ["during_save", "after_step", "random_time", "during_save", "after_step"]
+  kills = []
+  for how in plan:
+    p = subprocess.Popen(_runner.main_cmd(work, *LONG), cwd=_runner.ROOT, env=_runner.env(1),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    start_steps = {s for s, _ in _train_entries(work)}
+    if how == "during_save":
+      hit = _wait_for(lambda: glob.glob(os.path.join(ckpts, "*orbax-checkpoint-tmp*")), p)
+    elif how == "after_step":
+      target = rng.randint(1, 10)
+      hit = _wait_for(lambda: len({s for s, _ in _train_entries(work)} - start_steps) >= target, p)
+    else:
+      hit = _wait_for(lambda: False, p, timeout=rng.uniform(1.0, 8.0))
+    if p.poll() is None:
+      p.send_signal(signal.SIGKILL)
+      kills.append((how, bool(hit)))
+    p.wait()
+  assert any(how == "during_save" and hit for how, hit in kills), kills
+  r = _runner.run_main(work, *LONG)  # the same command, once more: it finishes the run
+  assert r.returncode == 0, r.stderr[-3000:]
+  _assert_same_run(ref, work)
+  assert not glob.glob(os.path.join(ckpts, "*damaged*"))  # kills never damage a finalized checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_preemption_signal_saves_and_exits_then_resumes(tmp_path, signum):
+  ref = tmp_path / "ref"
+  r = _runner.run_main(ref, *LONG)
+  assert r.returncode == 0, r.stderr[-3000:]
+  work = tmp_path / "pre"
+  p = subprocess.Popen(_runner.main_cmd(work, *LONG), cwd=_runner.ROOT, env=_runner.env(1),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  assert _wait_for(lambda: any(s >= 6 for s, _ in _train_entries(work)), p)
+  p.send_signal(signum)
+  out, err = p.communicate(timeout=120)
+  assert p.returncode == loop.EXIT_PREEMPTED, err[-3000:]
+  saved = checkpoint.Manager(str(work / "checkpoints")).latest_step()
+  assert f"at step {saved}" in err and saved >= 6
+  assert max(s for s, _ in _train_entries(work)) == saved  # metrics flushed up to the saved step
+  r = _runner.run_main(work, *LONG)
+  assert r.returncode == 0, r.stderr[-3000:]
+  _assert_same_run(ref, work)
+
+
+def test_nonfinite_stop_keeps_last_good_checkpoint(tmp_path):
+  c = tiny_config(num_train_steps=8, learning_rate=1e30, checkpoint_every_steps=1, log_every_steps=4,
+                  on_nonfinite="stop", lr_schedule="constant", **{"model.norm": "none"})
+  with pytest.raises(loop.NonFiniteError, match=r"non-finite loss and grads at step 2"):
+    loop.run(c, str(tmp_path))
+  state, step = checkpoint.load_numpy(str(tmp_path))
+  assert step == 1
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
+
+
+def test_nonfinite_skip_counts_and_stops_after_too_many(tmp_path):
+  c = tiny_config(num_train_steps=8, learning_rate=1e30, checkpoint_every_steps=2, log_every_steps=2,
+                  eval_every_steps=8, on_nonfinite="skip", max_consecutive_nonfinite=20, lr_schedule="constant",
+                  **{"model.norm": "none"})
+  loop.run(c, str(tmp_path / "skip"))
+  entries = [e for e in metrics.read_jsonl(str(tmp_path / "skip" / "metrics.jsonl")) if e["split"] == "train"]
+  assert [e["nonfinite_steps"] for e in entries] == [1, 2, 2, 2]  # steps 2..8 skipped
+  for step in checkpoint.Manager(str(tmp_path / "skip" / "checkpoints")).all_steps():
+    state, _ = checkpoint.load_numpy(str(tmp_path / "skip"), step)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
+  c.max_consecutive_nonfinite = 3
+  with pytest.raises(loop.NonFiniteError, match=r"step 4 .*3 non-finite steps in a row"):
+    loop.run(c, str(tmp_path / "limit"))
+
+
+def test_damaged_checkpoints_fall_back_to_newest_good_one(tmp_path, caplog):
+  c = tiny_config(num_train_steps=6, checkpoint_every_steps=2, log_every_steps=2, lr_schedule="constant",
+                  keep_checkpoints=5)
+  loop.run(c, str(tmp_path / "work"))
+  ckpts = tmp_path / "work" / "checkpoints"
+  for f in glob.glob(str(ckpts / "6" / "state" / "**" / "*"), recursive=True):  # truncate step 6's files
+    if os.path.isfile(f):
+      open(f, "w").close()
+  os.makedirs(ckpts / "8")                                        # an empty step directory
+  os.makedirs(ckpts / "10.orbax-checkpoint-tmp-1234" / "state")  # a leftover temporary directory
+  c.num_train_steps = 8
+  loop.run(c, str(tmp_path / "work"))
+  assert "checkpoint step 8 cannot be restored" in caplog.text
+  assert "checkpoint step 6 cannot be restored" in caplog.text
+  assert os.path.isdir(ckpts / "8.damaged-0") and os.path.isdir(ckpts / "6.damaged-0")  # kept, not deleted
+  assert checkpoint.Manager(str(ckpts)).all_steps() == [2, 4, 6, 8]  # resumed from 4, saved 6 and 8 anew
+  loop.run(c, str(tmp_path / "ref"))
+  a, _ = checkpoint.load_numpy(str(tmp_path / "ref"))
+  b, _ = checkpoint.load_numpy(str(tmp_path / "work"))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_incompatible_checkpoint_names_the_parameters(tmp_path):
+  loop.run(tiny_config(num_train_steps=2), str(tmp_path))
+  with pytest.raises(ConfigError, match=r"does not fit this model: .*of another shape: params/head/kernel checkpoint \(32, 10\) vs model \(16, 10\)"):
+    loop.run(tiny_config(num_train_steps=2, **{"model.width": 0.25}), str(tmp_path), allow_config_change=True)
+
+
+def test_changed_config_refused_unless_allowed_safe_changes_pass(tmp_path):
+  loop.run(tiny_config(num_train_steps=2), str(tmp_path))
+  with pytest.raises(ConfigError, match=r"learning_rate: 0.05 in the workdir, 0.3 now"):
+    loop.run(tiny_config(num_train_steps=2, learning_rate=0.3), str(tmp_path))
+  loop.run(tiny_config(num_train_steps=4, log_every_steps=1), str(tmp_path))  # safe: cadence and length
+  loop.run(tiny_config(num_train_steps=5, learning_rate=0.3), str(tmp_path), allow_config_change=True)
+  assert checkpoint.Manager(str(tmp_path / "checkpoints")).latest_step() == 5
+
+
+def test_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
+  c = tiny_config(num_train_steps=4, log_every_steps=2, checkpoint_every_steps=2)
+  loop.run(c, str(tmp_path), stop_after_steps=2)
+  path = tmp_path / "metrics.jsonl"
+  with open(path, "a") as f:
+    f.write('{"step": 3, "split": "train", "lo')  # a crash in the middle of a write
+  assert [e["step"] for e in metrics.read_jsonl(str(path))] == [2]
+  loop.run(c, str(tmp_path))
+  lines = path.read_text().splitlines()
+  assert all(line.endswith("}") for line in lines)
+  assert [e["step"] for e in metrics.read_jsonl(str(path)) if e["split"] == "train"] == [2, 4]
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"learning_rate": 0.0}, r"config.learning_rate=0.0 is invalid: > 0"),
+    ({"batch_size": 30, "grad_accum_steps": 4}, r"config.batch_size=30 is invalid: a multiple of"),
+    ({"dataset.num_classes": 100}, r"dataset.num_classes=100 but digits has 10 classes"),
+    ({"optimizer": "adam"}, r"config.optimizer='adam' is invalid: one of \('sgd', 'adamw'\)"),
+    ({"model.norm": "batchnorm"}, r"norm='batchnorm' is not one of"),
+    ({"dataset.name": "cifar11"}, r"unknown data set dataset.name='cifar11'"),
+])
+def test_invalid_values_fail_before_compiling(tmp_path, override, message):
+  with pytest.raises((ConfigError, ValueError), match=message):
+    loop.run(tiny_config(**override), str(tmp_path))
+  assert not os.path.exists(tmp_path / "checkpoints")
