@@ -164,7 +164,7 @@ def test_changed_config_refused_unless_allowed_safe_changes_pass(tmp_path):
 
 
 def test_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
-  c = tiny_config(num_train_steps=4, log_every_steps=2, checkpoint_every_steps=2)
+  c = tiny_config(num_train_steps=4, log_every_steps=2, checkpoint_every_steps=2, eval_every_steps=4)
   loop.run(c, str(tmp_path), stop_after_steps=2)
   path = tmp_path / "metrics.jsonl"
   with open(path, "a") as f:
