@@ -53,6 +53,16 @@ def read_jsonl(path: str) -> List[dict]:
   return entries
 
 
+def write_json_atomic(path: str, obj) -> None:
+  """Writes JSON to `path` through a temporary file and a rename: readers never see a partial file."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
 class Writer:
   """Writes metrics of process 0 (others are no-ops) to metrics.jsonl and TensorBoard under `workdir`."""
 

@@ -9,7 +9,8 @@ of n blocks with 16/32/64 filters on 32x32/16x16/8x8 maps, global average poolin
 Ablation switches: `residual=False` gives the paper's plain nets (no shortcut at all, so no projection
 parameters), `norm` in ('batch', 'group', 'layer', 'none') with a conv bias when there is no norm, `shortcut`
 'A' (identity, zero-padded channels, strided subsampling), 'B' (projection only where shapes change) or 'C'
-(projection everywhere), `zero_init_residual` (last norm scale of each block starts at 0, Goyal et al. 2017),
+(projection everywhere), `zero_init_residual` (last norm scale of each block starts at 0, Goyal et al. 2017; without a norm, the last
+convolution's kernel; no effect on plain nets),
 `width` (multiplies every stage's filter count).
 """
 import functools
@@ -41,10 +42,11 @@ class _Block(nn.Module):
   def __call__(self, x):
     out_features = self.features * (4 if self.bottleneck else 1)
     norm = self.norm
-    last_scale = nn.initializers.zeros if self.zero_init_residual else nn.initializers.ones
+    zero_init = self.zero_init_residual and self.residual  # a plain block has no skip to carry the signal
+    last_scale = nn.initializers.zeros if zero_init else nn.initializers.ones
 
     def conv_norm(y, feats, k, s, last=False):
-      kinit = nn.initializers.zeros if (last and self.zero_init_residual and norm is None) else he_normal
+      kinit = nn.initializers.zeros if (last and zero_init and norm is None) else he_normal
       y = self.conv(feats, (k, k), strides=s, padding=[(k // 2, k // 2)] * 2, kernel_init=kinit)(y)
       if norm is not None:
         y = norm(scale_init=last_scale if last else nn.initializers.ones)(y)

@@ -25,6 +25,7 @@ from cnnjax.train import optim, state as state_lib, steps
 
 log = logging.getLogger("cnnjax")
 
+FINAL = "final_metrics.json"  # written once a run reaches its last step: {"step", "train": {...}, "eval": {...}}
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run the command again
 
 
@@ -270,6 +271,8 @@ def run(config, workdir: str, *, stop_after_steps: Optional[int] = None,
     ckpt.close()
     writer.close()
   log.info("process %d: final parameters fingerprint %s", jax.process_index(), fingerprint(state.params))
+  if is_chief and step == total_steps and step > start_step:
+    metrics.write_json_atomic(os.path.join(workdir, FINAL), {"step": step, **last})
   if is_chief:
     print(f"Done: {step} steps. Results in {workdir}: metrics.jsonl, tensorboard/, checkpoints/, config.json")
     if "eval" in last:

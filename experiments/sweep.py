@@ -1,0 +1,102 @@
+"""Run a grid of experiments defined in a config's `sweep` field, each as a normal run in its own workdir.
+
+  python -m experiments.sweep --config configs/ablation.py --workdir runs/ablation [--workers 2]
+                              [--shard i/n] [--dry-run] [--config.field=value ...]
+
+`sweep` is a tuple of axes; an axis is (field, values) or ((field, field, ...), (value_tuple, ...)) for fields
+that change together. Each run is `python -m experiments.main` with that run's --config.field=value overrides
+(plus the ones given here) in `<workdir>/<field=value,...>/`. Re-running skips finished runs (final_metrics.json)
+and resumes unfinished ones from their checkpoints. On several machines, give each `--shard i/n`.
+"""
+import itertools
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with a `sweep` field.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs' workdirs.")
+_WORKERS = flags.DEFINE_integer("workers", 1, "Runs trained at the same time (each a process).")
+_SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run only every n-th run, starting at the i-th.")
+_DRY = flags.DEFINE_bool("dry_run", False, "List the runs and their status; train nothing.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def grid(sweep):
+  """[(name, {field: value})] for every combination of the sweep's axes, in a fixed order."""
+  axes = []
+  for fields, values in sweep:
+    if isinstance(fields, str):
+      fields, values = (fields,), tuple((v,) for v in values)
+    axes.append([dict(zip(fields, v)) for v in values])
+  runs = []
+  for combo in itertools.product(*axes):
+    settings = {k: v for d in combo for k, v in d.items()}
+    name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in settings.items())
+    runs.append((name, settings))
+  return runs
+
+
+def status(workdir: str) -> str:
+  if os.path.exists(os.path.join(workdir, "final_metrics.json")):
+    return "done"
+  if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    return "partial"
+  return "new"
+
+
+def command(config_spec, workdir, settings, extra):
+  return [sys.executable, "-m", "experiments.main", "--config", config_spec, "--workdir", workdir,
+          *[f"--config.{k}={v}" for k, v in settings.items()], *extra]
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if "sweep" not in config:
+    raise app.UsageError("the config has no `sweep` field (a tuple of (field, values) axes)")
+  i, n = (int(x) for x in _SHARD.value.split("/"))
+  if not 0 <= i < n:
+    raise app.UsageError(f"--shard={_SHARD.value}: need 0 <= i < n")
+  runs = grid(config.sweep)[i::n]
+  spec = config_flags.get_config_filename(flags.FLAGS["config"])
+  extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
+  todo = []
+  for name, settings in runs:
+    wd = os.path.join(_WORKDIR.value, name)
+    st = status(wd)
+    print(f"{st:8s} {wd}")
+    if st != "done":
+      todo.append((name, command(spec, wd, settings, extra)))
+  if _DRY.value or not todo:
+    print(f"{len(todo)} of {len(runs)} runs to train" + (" (dry run)" if _DRY.value else ""))
+    return
+  os.makedirs(_WORKDIR.value, exist_ok=True)
+  running, failed = [], []
+  while todo or running:
+    while todo and len(running) < _WORKERS.value:
+      name, cmd = todo.pop(0)
+      log = open(os.path.join(_WORKDIR.value, f"{name}.log"), "a")
+      print(f"start    {name}", flush=True)
+      running.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.time()))
+    time.sleep(1)
+    for item in list(running):
+      name, proc, log, t0 = item
+      if proc.poll() is not None:
+        running.remove(item)
+        log.close()
+        print(f"{'finished' if proc.returncode == 0 else f'FAILED({proc.returncode})'} {name} "
+              f"({time.time() - t0:.0f} s)", flush=True)
+        if proc.returncode != 0:
+          failed.append(name)
+  if failed:
+    print(f"{len(failed)} runs failed (see their .log files): {failed}")
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  sys.argv = ["--dry_run" if a == "--dry-run" else a for a in sys.argv]  # the spelling the docs use
+  app.run(main)
