@@ -7,9 +7,10 @@ runs/ablation` trains every combination as a normal run in runs/ablation/<settin
 worse than plain-20 (higher training error), while ResNet-56 trains at least as well as ResNet-20.
 
 An axis may set several fields together: here the runs without batch norm get a lower learning rate and
-zero-initialised last convolutions in their residual blocks (without a norm, each residual block would
-otherwise add its full variance and a 56-layer ResNet's activations would explode at initialisation; plain
-nets keep He initialisation, since `zero_init_residual` has no effect without a skip path).
+gradient-norm clipping at 1.0. Measured on 4-epoch trials of ResNet-20 without a norm (He initialisation):
+lr 0.1 and 0.01 unclipped diverged or died (loss stuck at ln 10); lr 0.02 / 0.05 clipped at 1.0 reached 22% /
+53% test top-1; zero-initialising the last conv of each block (`zero_init_residual`) made the signal vanish
+instead (17% at lr 0.1, clipped). docs/ablation.md has the full runs.
 """
 from configs import resnet
 
@@ -26,6 +27,5 @@ def get_config(preset: str = "digits"):
   c.log_every_steps = 5
   c.sweep = (("model.name", ("resnet20", "resnet56")),
              ("model.residual", (True, False)),
-             (("model.norm", "learning_rate", "model.zero_init_residual"),
-              (("batch", 0.1, False), ("none", 0.02, True))))
+             (("model.norm", "learning_rate", "grad_clip_norm"), (("batch", 0.1, 0.0), ("none", 0.05, 1.0))))
   return c
