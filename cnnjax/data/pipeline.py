@@ -15,6 +15,7 @@ import math
 import grain
 
 from cnnjax.data.transforms import Preprocess
+from cnnjax.errors import ConfigError
 
 
 class PaddedSource:
@@ -39,7 +40,8 @@ def _read_options(d):
 
 def _local_batch(global_batch: int, field: str, process_count: int) -> int:
   if global_batch % process_count:
-    raise ValueError(f"config.{field}={global_batch} is invalid: a multiple of the process count {process_count}")
+    raise ConfigError(f"config.{field}={global_batch} is invalid: a multiple of the process count "
+                      f"{process_count}")
   return global_batch // process_count
 
 

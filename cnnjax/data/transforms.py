@@ -21,6 +21,8 @@ import grain
 import numpy as np
 from PIL import Image
 
+from cnnjax.errors import ConfigError
+
 AUGMENTS = ("none", "flip", "pad_crop", "pad_crop_flip", "inception_crop", "inception_crop_flip", "center_crop")
 
 Box = Tuple[int, int, int, int]   # (top, left, height, width)
@@ -96,13 +98,14 @@ class Preprocess(grain.transforms.RandomMap):
 
   def __post_init__(self):
     if self.augment not in AUGMENTS:
-      raise ValueError(f"dataset.augment={self.augment!r} is not one of {AUGMENTS}")
+      raise ConfigError(f"config.dataset.augment={self.augment!r} is not one of {AUGMENTS}")
     if not 0 < self.area_range[0] <= self.area_range[1] <= 1:
-      raise ValueError(f"dataset.crop_area_range={tuple(self.area_range)!r} is invalid: 0 < lo <= hi <= 1")
+      raise ConfigError(f"config.dataset.crop_area_range={tuple(self.area_range)!r} is invalid: "
+                        "0 < lo <= hi <= 1")
     if not 0 < self.aspect_range[0] <= self.aspect_range[1]:
-      raise ValueError(f"dataset.crop_aspect_range={tuple(self.aspect_range)!r} is invalid: 0 < lo <= hi")
+      raise ConfigError(f"config.dataset.crop_aspect_range={tuple(self.aspect_range)!r} is invalid: 0 < lo <= hi")
     if not 0 < self.crop_fraction <= 1:
-      raise ValueError(f"dataset.eval_crop_fraction={self.crop_fraction!r} is invalid: in (0, 1]")
+      raise ConfigError(f"config.dataset.eval_crop_fraction={self.crop_fraction!r} is invalid: in (0, 1]")
     self._mean = np.asarray(self.mean, np.float32)
     self._std = np.asarray(self.std, np.float32)
 
