@@ -133,7 +133,7 @@ def digits_source(split: str) -> ArraySource:
 class SyntheticSource:
   """Random uint8 images and labels, each a pure function of (seed, split, index): no memory, any size.
 
-  With `jpeg=True` the images are smooth random pictures stored as JPEG bytes (a pool of `pool` distinct
+  With `jpeg=True` the images are smooth random pictures with noise stored as JPEG bytes (a pool of `pool` distinct
   ones, reused cyclically), so reading them costs a real JPEG decode as ImageNet's do.
   """
 
@@ -149,10 +149,12 @@ class SyntheticSource:
   def _jpeg(self, k):
     from PIL import Image
     h, w, c = self.shape
-    coarse = self._rng(k).integers(0, 256, (max(h // 16, 2), max(w // 16, 2), c), dtype=np.uint8)
-    pil = Image.fromarray(coarse[..., 0] if c == 1 else coarse).resize((w, h), Image.BICUBIC)
+    rng = self._rng(k)
+    coarse = rng.integers(0, 256, (max(h // 16, 2), max(w // 16, 2), c), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse[..., 0] if c == 1 else coarse).resize((w, h), Image.BICUBIC))
+    texture = np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)   # photo-like entropy
     buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=90)
+    Image.fromarray(texture).save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
   def __len__(self):
