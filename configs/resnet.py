@@ -7,6 +7,13 @@ It runs in a few minutes on a 2-core CPU and reaches >= 95% test top-1 (measured
 The paper's CIFAR-10 recipe (Sec. 4.2): batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, stopped at
 64k, weight decay 1e-4, momentum 0.9, 4-pixel pad + random crop + flip; ResNet-20 reaches 8.75% test error,
 ResNet-56 6.97%, ResNet-110 6.43% (Table 6).
+
+Presets (`--config configs/resnet.py:NAME`) switch the data set, the input size, the augmentation and the model
+together: `cifar10` and `cifar100` (the Sec. 4.2 recipe above), `mnist`, `fashion_mnist` (native 28x28),
+`imagenette` (ResNet-18 at 128 px), `imagenet`, `imagenet_1pct`, `imagenet_10pct` (ResNet-50, Sec. 3.4: 224 px
+random-resized crops + flip, 224/256 center-crop evaluation, lr 0.1 / 10 at epochs 30 and 60, 90 epochs),
+`imagenet_v2` (ImageNet training, ImageNetV2 evaluation), `imagenet32`, `imagenet64` (downsampled ImageNet with a
+CIFAR ResNet-56) and `synthetic` (random data). TFDS data sets must be prepared first; the error says how.
 """
 from configs import default
 

@@ -131,7 +131,7 @@ def test_default_data_dir_follows_tfds_env(monkeypatch):
   assert sources.default_data_dir() == os.path.expanduser("~/tensorflow_datasets")
 
 
-@pytest.mark.parametrize("name", ["cifar1O", "imagenette/999px", "imagenet_resized"])
+@pytest.mark.parametrize("name", ["cifar1O", "imagenette/999px", "imagenet_resized", "digits/x"])
 def test_bad_names_list_the_known_ones(name):
   with pytest.raises(ConfigError) as e:
     data.get_source(_config(name).dataset, "train")
@@ -380,3 +380,21 @@ def test_presets_switch_data_and_input_size_together(preset):
     assert size == info.image_shape[0]   # native size for fixed-size data sets
   transforms.Preprocess(size, info.mean, info.std, augment=c.dataset.augment)
   transforms.Preprocess(size, info.mean, info.std, augment=c.dataset.eval_augment)
+
+
+def test_a_process_reads_only_its_shard():
+  """With read-ahead off, process 0 of 2 reads exactly the examples of its own local batches."""
+  class Counting(IdSource):
+    def __init__(self, n):
+      super().__init__(n)
+      self.read = []
+
+    def __getitem__(self, i):
+      self.read.append(i)
+      return super().__getitem__(i)
+
+  c = _id_config(num_threads=0, prefetch=0)
+  src = Counting(32)
+  batches = _take(iter(data.train_dataset(c, src, ID_INFO, process_index=0, process_count=2)), 3)
+  got = np.concatenate([_ids(b) for b in batches])
+  assert sorted(src.read) == sorted(got.tolist()) and len(got) == 12

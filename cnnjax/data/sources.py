@@ -288,7 +288,7 @@ def get_source(dataset_config, split: str, *, name: Optional[str] = None):
   """
   name = name or dataset_config.name
   family = name.split("/")[0]
-  if family not in DATASETS:
+  if family not in DATASETS or family not in TFDS_FAMILIES and name != family:
     close = difflib.get_close_matches(name, known_names(), 3)
     hint = f" Did you mean {close}?" if close else ""
     raise ConfigError(f"unknown data set dataset.name={name!r}.{hint} Known: {known_names()}")
@@ -303,8 +303,8 @@ def eval_source(dataset_config):
   source, info = get_source(dataset_config, dataset_config.eval_split, name=dataset_config.get("eval_name"))
   if info.num_classes != train_info.num_classes or info.image_shape[-1] != train_info.image_shape[-1]:
     raise ConfigError(f"config.dataset.eval_name={info.name!r} has {info.num_classes} classes and "
-                     f"{info.image_shape[-1]} channels; the training data set {train_info.name!r} has "
-                     f"{train_info.num_classes} and {train_info.image_shape[-1]}")
+                      f"{info.image_shape[-1]} channels; the training data set {train_info.name!r} has "
+                      f"{train_info.num_classes} and {train_info.image_shape[-1]}")
   return source, train_info
 
 
