@@ -64,7 +64,7 @@ def pipeline_rate(config, batches: int) -> float:
       it.close()
 
 
-def model_rate(batch: int, steps_n: int, size: int = 224) -> float:
+def model_rate(batch: int, steps_n: int, size: int = 224, repeats: int = 1):
   import jax
   import jax.numpy as jnp
   from cnnjax import models
@@ -81,11 +81,14 @@ def model_rate(batch: int, steps_n: int, size: int = 224) -> float:
             "label": jnp.asarray(rng.integers(0, 1000, batch).astype(np.int32))}
   state, m = step(state, batch_)
   jax.block_until_ready(m)
-  t0 = time.perf_counter()
-  for _ in range(steps_n):
-    state, m = step(state, batch_)
-  jax.block_until_ready(m)
-  return batch * steps_n / (time.perf_counter() - t0)
+  rates = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps_n):
+      state, m = step(state, batch_)
+    jax.block_until_ready(m)
+    rates.append(batch * steps_n / (time.perf_counter() - t0))
+  return rates
 
 
 def main():
@@ -99,24 +102,30 @@ def main():
   ap.add_argument("--width", type=int, default=500)
   ap.add_argument("--model_batch", type=int, default=16)
   ap.add_argument("--model_steps", type=int, default=4)
+  ap.add_argument("--model_repeats", type=int, default=1)
   ap.add_argument("--skip_model", action="store_true")
+  ap.add_argument("--skip_pipeline", action="store_true")
   a = ap.parse_args()
+  if a.skip_pipeline:
+    a.workers = a.threads = ""
 
   base = imagenet_like_config(a.batch, 0, 1, a.height, a.width)
-  dec, aug, nbytes = per_example_costs(base)
-  print(f"per example, one thread: decode {dec:.2f} ms ({a.height}x{a.width} JPEG, {nbytes / 1e3:.0f} kB mean), "
-        f"random-resized crop + flip + normalise to 224 {aug:.2f} ms -> {1e3 / (dec + aug):.0f} examples/s/core")
-  print()
-  print("| workers | threads | examples/s (median) | runs |")
-  print("|---|---|---|---|")
-  for w in [int(x) for x in a.workers.split(",")]:
-    for t in [int(x) for x in a.threads.split(",")]:
+  if not a.skip_pipeline:
+    dec, aug, nbytes = per_example_costs(base)
+    print(f"per example, one thread: decode {dec:.2f} ms ({a.height}x{a.width} JPEG, {nbytes / 1e3:.0f} kB mean), "
+          f"random-resized crop + flip + normalise to 224 {aug:.2f} ms -> {1e3 / (dec + aug):.0f} examples/s/core")
+    print()
+    print("| workers | threads | examples/s (median) | runs |")
+    print("|---|---|---|---|")
+  for w in [int(x) for x in a.workers.split(",") if x]:
+    for t in [int(x) for x in a.threads.split(",") if x]:
       rates = [pipeline_rate(imagenet_like_config(a.batch, w, t, a.height, a.width), a.batches)
                for _ in range(a.repeats)]
       print(f"| {w} | {t} | {statistics.median(rates):.0f} | {', '.join(f'{r:.0f}' for r in rates)} |", flush=True)
   if not a.skip_model:
-    r = model_rate(a.model_batch, a.model_steps)
-    print(f"\nResNet-50 train step at 224x224, batch {a.model_batch}, float32: {r:.1f} examples/s")
+    rates = model_rate(a.model_batch, a.model_steps, repeats=a.model_repeats)
+    print(f"\nResNet-50 train step at 224x224, batch {a.model_batch}, float32: {statistics.median(rates):.2f} "
+          f"examples/s (median; runs {', '.join(f'{r:.2f}' for r in rates)})")
 
 
 if __name__ == "__main__":
