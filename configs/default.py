@@ -61,8 +61,23 @@ def get_config():
   c.dataset.eval_split = "test"
   c.dataset.image_size = 32
   c.dataset.num_classes = -1         # -1: the data set's; otherwise must equal it (a check)
-  c.dataset.augment = "none"
+  c.dataset.eval_name = config_dict.placeholder(str)  # evaluate on another data set (e.g. imagenet_v2)
+  c.dataset.augment = "none"         # training: cnnjax.data.transforms.AUGMENTS
+  c.dataset.eval_augment = "none"    # evaluation: 'none' (resize) | 'center_crop'
+  c.dataset.pad = 4                  # pad_crop's padding
+  c.dataset.crop_area_range = (0.08, 1.0)      # inception_crop: fraction of the image's area
+  c.dataset.crop_aspect_range = (0.75, 4 / 3)  # inception_crop: width / height
+  c.dataset.eval_crop_fraction = 0.875         # center_crop: side / shorter side (224 / 256)
   c.dataset.num_workers = 0          # Grain worker processes (0: read in the main process)
+  c.dataset.worker_buffer_size = 1   # batches each worker prepares ahead
   c.dataset.num_threads = 4
   c.dataset.prefetch = 8
+  # dataset.name='synthetic': random images and labels, a pure function of (seed, split, index).
+  c.dataset.synthetic = ml_collections.ConfigDict()
+  c.dataset.synthetic.num_train = 1024
+  c.dataset.synthetic.num_eval = 256
+  c.dataset.synthetic.num_classes = 10
+  c.dataset.synthetic.image_shape = (32, 32, 3)
+  c.dataset.synthetic.jpeg = False   # store the images as JPEG bytes, decoded per example (as ImageNet's)
+  c.dataset.synthetic.seed = 0
   return c

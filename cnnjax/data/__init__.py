@@ -1,5 +1,7 @@
 """Data sets by name, served as Grain pipelines (see sources.py and pipeline.py)."""
 from cnnjax.data.pipeline import eval_dataset, train_dataset
-from cnnjax.data.sources import DATASETS, DatasetInfo, get_source
+from cnnjax.data.sources import (DATASETS, BadExampleError, DatasetInfo, NotPreparedError, eval_source, get_info,
+                                 get_source, known_names)
 
-__all__ = ["DATASETS", "DatasetInfo", "get_source", "train_dataset", "eval_dataset"]
+__all__ = ["DATASETS", "BadExampleError", "DatasetInfo", "NotPreparedError", "eval_source", "get_info",
+           "get_source", "known_names", "train_dataset", "eval_dataset"]

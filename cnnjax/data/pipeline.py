@@ -1,19 +1,21 @@
 """Grain pipelines: an endless shuffled training stream and a padded, masked evaluation pass.
 
 Training: source -> seed -> shuffle -> repeat (a fresh order every epoch) -> per-example augmentation ->
-this process's shard -> batch. Augmentation is applied before sharding, so an example's augmentation depends
-only on the seed and its position in the global stream: one process and N processes see the same global
-batches. The iterator's state can be checkpointed (`get_state`/`set_state`; see cnnjax.checkpoint).
+this process's shard -> batch -> read threads -> worker processes (`dataset.num_workers`, optional).
+Augmentation is applied before sharding, so an example's augmentation depends only on the seed and its position
+in the global stream, and global batch k is the same set of examples for one process or N: process p takes
+positions p, p+N, p+2N, ... of the stream, reading (lazily) only those. The iterator's state is checkpointed
+with the train state (`get_state`/`set_state`; see cnnjax.checkpoint), with or without worker processes.
 
-Evaluation: the source is padded to a multiple of (processes x batch) with masked copies of example 0, so
+Evaluation: the source is padded to a multiple of the global eval batch with masked copies of example 0, so
 every example is visited exactly once and every process runs the same number of batches.
 """
 import math
 
 import grain
-import numpy as np
 
 from cnnjax.data.transforms import Preprocess
+from cnnjax.errors import ConfigError
 
 
 class PaddedSource:
@@ -32,31 +34,63 @@ class PaddedSource:
     return record
 
 
-def _read_options(dataset_config):
-  return grain.ReadOptions(num_threads=dataset_config.num_threads, prefetch_buffer_size=dataset_config.prefetch)
+def _read_options(d):
+  return grain.ReadOptions(num_threads=d.num_threads, prefetch_buffer_size=d.prefetch)
+
+
+def _local_batch(global_batch: int, field: str, process_count: int) -> int:
+  if global_batch % process_count:
+    raise ConfigError(f"config.{field}={global_batch} is invalid: a multiple of the process count "
+                      f"{process_count}")
+  return global_batch // process_count
+
+
+def _check_shard(process_index: int, process_count: int) -> None:
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} is invalid: in [0, process_count={process_count})")
+
+
+def preprocess(d, info, augment: str) -> Preprocess:
+  """The per-example transform for `augment`, with the crop options of config.dataset `d`."""
+  return Preprocess(d.image_size, info.mean, info.std, augment=augment, pad=d.get("pad", 4),
+                    area_range=tuple(d.get("crop_area_range", (0.08, 1.0))),
+                    aspect_range=tuple(d.get("crop_aspect_range", (3 / 4, 4 / 3))),
+                    crop_fraction=d.get("eval_crop_fraction", 0.875))
+
+
+def _mark_flags_parsed() -> None:
+  """Grain's worker processes read absl flags; outside `absl.app.run` they are unparsed, so mark them parsed
+  (a no-op under app.run) rather than let every worker fail with UnparsedFlagAccessError."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
 
 
 def train_dataset(config, source, info, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
   """The endless training stream of this process's local batches (global batch / process count)."""
   d = config.dataset
-  local_batch = config.batch_size // process_count
+  _check_shard(process_index, process_count)
+  local_batch = _local_batch(config.batch_size, "batch_size", process_count)
   ds = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat()
-  ds = ds.random_map(Preprocess(d.image_size, info.mean, info.std, augment=d.augment))
+  ds = ds.random_map(preprocess(d, info, d.augment))
   ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)
   it = ds.to_iter_dataset(_read_options(d))
   if d.num_workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.num_workers))
+    _mark_flags_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.num_workers,
+                                                     per_worker_buffer_size=d.get("worker_buffer_size", 1)))
   return it
 
 
-def eval_dataset(config, source, info, *, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """All examples of `source` once, in local batches with a 'mask' (False on padding)."""
+def eval_dataset(config, source, info, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """All examples of `source` once, in local batches with a 'mask' (False on padding). Iterable many times."""
   d = config.dataset
-  local_batch = config.eval_batch_size // process_count
+  _check_shard(process_index, process_count)
+  local_batch = _local_batch(config.eval_batch_size, "eval_batch_size", process_count)
   padded_len = math.ceil(len(source) / config.eval_batch_size) * config.eval_batch_size
   ds = grain.MapDataset.source(PaddedSource(source, padded_len))[process_index::process_count]
-  ds = ds.random_map(Preprocess(d.image_size, info.mean, info.std, augment="none"), seed=0)
-  return ds.batch(local_batch, drop_remainder=False)
+  ds = ds.random_map(preprocess(d, info, d.get("eval_augment", "none")), seed=0)
+  return ds.batch(local_batch, drop_remainder=False).to_iter_dataset(_read_options(d))
 
 
 def num_eval_examples(source) -> int:

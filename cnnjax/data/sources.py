@@ -1,11 +1,20 @@
 """Random-access data sources: each is a sequence of records {'image': uint8 HxWxC, 'label': int}.
 
-All data sets, embedded or TFDS, come through `get_source(dataset_config, split)`, which returns the source and
-its `DatasetInfo`. Data set names are looked up in `DATASETS`; an unknown name lists the known ones.
+All data sets, embedded, synthetic or TFDS, come through `get_source(dataset_config, split)`, which returns the
+source and its `DatasetInfo`. Names are looked up in `DATASETS` (exact names such as 'digits', 'synthetic',
+'cifar10', or a TFDS family with its config, such as 'imagenette/320px-v2'); an unknown name lists the known
+ones. Every source is wrapped in `CheckedSource`, which decodes encoded images and rejects bad examples with an
+error naming the data set, the split and the example's index.
+
+TFDS data sets are read with `tfds.data_source` from prepared ArrayRecord files, never downloaded: a data set
+that is not prepared in `data_dir` fails at once with the command that prepares it. TensorFlow is not imported.
 """
 import dataclasses
 import difflib
-from typing import Callable, Dict, Sequence, Tuple
+import io
+import os
+import zlib
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -16,7 +25,7 @@ from cnnjax.errors import ConfigError
 class DatasetInfo:
   name: str
   num_classes: int
-  image_shape: Tuple[int, int, int]   # native (H, W, C); None entries for variable sizes are not used here
+  image_shape: Tuple[Optional[int], Optional[int], int]   # native (H, W, C); None for variable sizes
   mean: Sequence[float]               # per-channel, on images scaled to [0, 1]
   std: Sequence[float]
   splits: Tuple[str, ...]
@@ -37,6 +46,57 @@ class ArraySource:
 
   def __repr__(self):
     return f"ArraySource(n={len(self)}, image_shape={self.images.shape[1:]})"
+
+
+class BadExampleError(ValueError):
+  """An example whose image or label does not fit its data set."""
+
+
+def decode_image(data: bytes, channels: int) -> np.ndarray:
+  """Encoded JPEG/PNG bytes -> uint8 HxWxC with `channels` channels (1: grey, 3: RGB)."""
+  from PIL import Image
+  with Image.open(io.BytesIO(data)) as pil:
+    out = np.asarray(pil.convert("L" if channels == 1 else "RGB"))
+  return out[..., None] if channels == 1 else out
+
+
+class CheckedSource:
+  """Wraps a source: keeps 'image' and 'label', decodes encoded images, and checks every example.
+
+  An image must be uint8-compatible of rank 3 with `channels` channels, a label an integer in
+  [0, num_classes); anything else raises BadExampleError naming the data set, the split and the index.
+  """
+
+  def __init__(self, source, name: str, split: str, num_classes: int, channels: int):
+    self.source, self.name, self.split = source, name, split
+    self.num_classes, self.channels = num_classes, channels
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    record = self.source[i]
+    where = f"example {i} of data set {self.name!r} split {self.split!r}"
+    image = record["image"]
+    if isinstance(image, (bytes, np.bytes_)):
+      try:
+        image = decode_image(bytes(image), self.channels)
+      except Exception as e:  # PIL raises several types for corrupt data
+        raise BadExampleError(f"{where}: the image cannot be decoded ({type(e).__name__}: {e})") from e
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != self.channels:
+      raise BadExampleError(f"{where}: image of shape {image.shape}, expected (height, width, {self.channels})")
+    if image.dtype != np.uint8:
+      raise BadExampleError(f"{where}: image of dtype {image.dtype}, expected uint8")
+    label = np.asarray(record["label"])
+    if label.ndim != 0 or not np.issubdtype(label.dtype, np.integer):
+      raise BadExampleError(f"{where}: label {label!r} is not an integer scalar")
+    if not 0 <= int(label) < self.num_classes:
+      raise BadExampleError(f"{where}: label {int(label)} is outside [0, {self.num_classes})")
+    return {"image": image, "label": int(label)}
+
+  def __repr__(self):
+    return f"CheckedSource({self.name!r}, {self.split!r}, n={len(self)})"
 
 
 # --- scikit-learn's handwritten digits ------------------------------------------------------------------------
@@ -69,17 +129,199 @@ def digits_source(split: str) -> ArraySource:
   return ArraySource(images[idx], d.target[idx].astype(np.int32))
 
 
-DATASETS: Dict[str, Tuple[Callable, DatasetInfo]] = {
-    "digits": (lambda cfg, split: digits_source(split), DIGITS_INFO),
+# --- synthetic ------------------------------------------------------------------------------------------------
+class SyntheticSource:
+  """Random uint8 images and labels, each a pure function of (seed, split, index): no memory, any size.
+
+  With `jpeg=True` the images are smooth random pictures with noise stored as JPEG bytes (a pool of `pool` distinct
+  ones, reused cyclically), so reading them costs a real JPEG decode as ImageNet's do.
+  """
+
+  def __init__(self, num_examples: int, image_shape, num_classes: int, seed: int, split: str,
+               jpeg: bool = False, pool: int = 64):
+    self.n, self.shape, self.num_classes = num_examples, tuple(image_shape), num_classes
+    self.key = (seed, zlib.crc32(split.encode()))
+    self.jpeg = [self._jpeg(k) for k in range(min(pool, num_examples))] if jpeg else None
+
+  def _rng(self, i):
+    return np.random.default_rng((*self.key, i))
+
+  def _jpeg(self, k):
+    from PIL import Image
+    h, w, c = self.shape
+    rng = self._rng(k)
+    coarse = rng.integers(0, 256, (max(h // 16, 2), max(w // 16, 2), c), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse[..., 0] if c == 1 else coarse).resize((w, h), Image.BICUBIC))
+    texture = np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)   # photo-like entropy
+    buf = io.BytesIO()
+    Image.fromarray(texture).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+  def __len__(self):
+    return self.n
+
+  def __getitem__(self, i):
+    if not 0 <= i < self.n:
+      raise IndexError(f"index {i} out of range for {self.n} synthetic examples")
+    rng = self._rng(i)
+    label = int(rng.integers(self.num_classes))
+    image = self.jpeg[i % len(self.jpeg)] if self.jpeg else rng.integers(0, 256, self.shape, dtype=np.uint8)
+    return {"image": image, "label": label}
+
+
+def synthetic_source(cfg, split: str):
+  s = cfg.synthetic
+  shape = tuple(s.image_shape)
+  if len(shape) != 3 or min(shape) < 1:
+    raise ConfigError(f"config.dataset.synthetic.image_shape={shape!r} is invalid: (height, width, channels) > 0")
+  n = s.num_train if split.startswith("train") else s.num_eval
+  info = _synthetic_info(cfg)
+  return SyntheticSource(n, shape, int(s.num_classes), seed=int(s.seed), split=split, jpeg=bool(s.jpeg)), info
+
+
+# --- TFDS -----------------------------------------------------------------------------------------------------
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # torchvision's published values
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsFamily:
+  num_classes: int
+  image_shape: Tuple[Optional[int], Optional[int], int]
+  mean: Sequence[float]
+  std: Sequence[float]
+  splits: Tuple[str, ...]
+  configs: Tuple[str, ...] = ()       # allowed '/config' suffixes; () = none
+  manual: str = ""                    # manual-download step, if the data set needs one
+
+
+_IMAGENET_MANUAL = ("download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from https://image-net.org "
+                    "(login required) into {data_dir}/downloads/manual/, then")
+# Means and stds: per-channel pixel statistics of the training splits, in [0, 1].
+TFDS_FAMILIES: Dict[str, TfdsFamily] = {
+    "mnist": TfdsFamily(10, (28, 28, 1), (0.1307,), (0.3081,), ("train", "test")),
+    "fashion_mnist": TfdsFamily(10, (28, 28, 1), (0.2860,), (0.3530,), ("train", "test")),
+    "cifar10": TfdsFamily(10, (32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), ("train", "test")),
+    "cifar100": TfdsFamily(100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+                           ("train", "test")),
+    "imagenette": TfdsFamily(10, (None, None, 3), IMAGENET_MEAN, IMAGENET_STD, ("train", "validation"),
+                             configs=("full-size", "320px", "160px", "full-size-v2", "320px-v2", "160px-v2")),
+    "imagenet2012": TfdsFamily(1000, (None, None, 3), IMAGENET_MEAN, IMAGENET_STD, ("train", "validation"),
+                               manual=_IMAGENET_MANUAL),
+    "imagenet2012_subset": TfdsFamily(1000, (None, None, 3), IMAGENET_MEAN, IMAGENET_STD, ("train", "validation"),
+                                      configs=("1pct", "10pct"), manual=_IMAGENET_MANUAL),
+    "imagenet_resized": TfdsFamily(1000, (None, None, 3), IMAGENET_MEAN, IMAGENET_STD, ("train", "validation"),
+                                   configs=("8x8", "16x16", "32x32", "64x64")),
+    "imagenet_v2": TfdsFamily(1000, (None, None, 3), IMAGENET_MEAN, IMAGENET_STD, ("test",),
+                              configs=("matched-frequency", "threshold-0.7", "top-images")),
 }
 
 
-def get_source(dataset_config, split: str):
-  """Returns (source, info) for `dataset_config.name` and `split`."""
-  name = dataset_config.name
-  if name not in DATASETS:
-    close = difflib.get_close_matches(name, list(DATASETS), 3)
+def default_data_dir() -> str:
+  """TFDS's default: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+  return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
+def build_command(name: str, data_dir: str) -> str:
+  """The shell command that prepares `name` in `data_dir` as ArrayRecord files (with the manual step)."""
+  family = TFDS_FAMILIES[name.split("/")[0]]
+  cmd = f"tfds build {name} --file_format=array_record --data_dir={data_dir}"
+  if family.manual:
+    return family.manual.format(data_dir=data_dir) + f" run: {cmd} --manual_dir={data_dir}/downloads/manual"
+  return cmd
+
+
+class NotPreparedError(FileNotFoundError):
+  """A TFDS data set that has no prepared files in data_dir."""
+
+
+def tfds_info(name: str) -> DatasetInfo:
+  family_name, _, config = name.partition("/")
+  f = TFDS_FAMILIES[family_name]
+  if config and config not in f.configs or not config and family_name == "imagenet_resized":
+    allowed = [f"{family_name}/{c}" for c in f.configs] or [family_name]
+    raise ConfigError(f"config.dataset.name={name!r} is invalid: one of {allowed}")
+  shape = f.image_shape
+  if family_name == "imagenet_resized":
+    side = int(config.split("x")[0])
+    shape = (side, side, 3)
+  return DatasetInfo(name, f.num_classes, shape, f.mean, f.std, f.splits)
+
+
+def tfds_source(cfg, split: str, name: str):
+  """`tfds.data_source` for `name` and `split`, after checking the data set is prepared (never downloads)."""
+  info = tfds_info(name)
+  import tensorflow_datasets as tfds
+  data_dir = os.path.expanduser(cfg.data_dir) if cfg.data_dir else default_data_dir()
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    raise NotPreparedError(
+        f"data set {name!r} is not prepared in {data_dir} (searched {builder.data_dir}; no dataset_info.json). "
+        f"Nothing is downloaded at training time. Prepare it with: {build_command(name, data_dir)}")
+  try:
+    source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+  except (NotImplementedError, ValueError) as e:
+    raise ValueError(f"cannot read data set {name!r} split {split!r} from {data_dir} as a random-access "
+                     f"source ({e}). Splits: {info.splits} (slices such as 'train[:90%]' work). If it was built "
+                     f"in another file format, rebuild it with: {build_command(name, data_dir)}") from e
+  return source, info
+
+
+DATASETS: Dict[str, Callable] = {
+    "digits": lambda cfg, split, name: (digits_source(split), DIGITS_INFO),
+    "synthetic": lambda cfg, split, name: synthetic_source(cfg, split),
+    **{family: tfds_source for family in TFDS_FAMILIES},
+}
+
+
+def known_names():
+  """Every accepted dataset.name: the fixed names and each TFDS family with its configs."""
+  out = ["digits", "synthetic"]
+  for family, f in TFDS_FAMILIES.items():
+    out += [f"{family}/{c}" for c in f.configs] if f.configs else [family]
+  return out
+
+
+def get_source(dataset_config, split: str, *, name: Optional[str] = None):
+  """Returns (source, info) for data set `name` (default `dataset_config.name`) and `split`.
+
+  The source is a `CheckedSource`: random access, lazy per example, images uint8 HxWxC, labels int.
+  """
+  name = name or dataset_config.name
+  family = name.split("/")[0]
+  if family not in DATASETS or family not in TFDS_FAMILIES and name != family:
+    close = difflib.get_close_matches(name, known_names(), 3)
     hint = f" Did you mean {close}?" if close else ""
-    raise ConfigError(f"unknown data set dataset.name={name!r}.{hint} Known: {sorted(DATASETS)}")
-  make, info = DATASETS[name]
-  return make(dataset_config, split), info
+    raise ConfigError(f"unknown data set dataset.name={name!r}.{hint} Known: {known_names()}")
+  source, info = DATASETS[family](dataset_config, split, name)
+  return CheckedSource(source, name, split, info.num_classes, info.image_shape[-1]), info
+
+
+def eval_source(dataset_config):
+  """The evaluation source: `dataset.eval_name` (e.g. imagenet_v2) if set, else `dataset.name`, on
+  `dataset.eval_split`. Its label space must be the training data set's."""
+  train_info = get_info(dataset_config)
+  source, info = get_source(dataset_config, dataset_config.eval_split, name=dataset_config.get("eval_name"))
+  if info.num_classes != train_info.num_classes or info.image_shape[-1] != train_info.image_shape[-1]:
+    raise ConfigError(f"config.dataset.eval_name={info.name!r} has {info.num_classes} classes and "
+                      f"{info.image_shape[-1]} channels; the training data set {train_info.name!r} has "
+                      f"{train_info.num_classes} and {train_info.image_shape[-1]}")
+  return source, train_info
+
+
+def get_info(dataset_config) -> DatasetInfo:
+  """The DatasetInfo of `dataset_config.name`, without opening any file."""
+  name = dataset_config.name
+  family = name.split("/")[0]
+  if name == "digits":
+    return DIGITS_INFO
+  if name == "synthetic":
+    return _synthetic_info(dataset_config)
+  if family in TFDS_FAMILIES:
+    return tfds_info(name)
+  return get_source(dataset_config, dataset_config.train_split)[1]
+
+
+def _synthetic_info(cfg) -> DatasetInfo:
+  shape = tuple(cfg.synthetic.image_shape)
+  return DatasetInfo("synthetic", int(cfg.synthetic.num_classes), shape, mean=(0.5,) * shape[-1],
+                     std=(0.29,) * shape[-1], splits=("train", "test"))

@@ -143,7 +143,7 @@ def run(config, workdir: str, *, stop_after_steps: Optional[int] = None,
 
   # Data.
   train_src, info = data.get_source(config.dataset, config.dataset.train_split)
-  eval_src, _ = data.get_source(config.dataset, config.dataset.eval_split)
+  eval_src, _ = data.eval_source(config.dataset)  # dataset.eval_name may name another data set
   if config.dataset.num_classes not in (-1, info.num_classes):
     raise ConfigError(f"config.dataset.num_classes={config.dataset.num_classes} but {config.dataset.name} has "
                       f"{info.num_classes} classes (use -1 to take the data set's)")
@@ -266,6 +266,8 @@ def run(config, workdir: str, *, stop_after_steps: Optional[int] = None,
           writer.flush()
           raise Preempted(step, sig.signum)
   finally:
+    if hasattr(train_iter, "close"):
+      train_iter.close()  # ends Grain's worker processes cleanly
     bar.close()
     ckpt.wait()
     ckpt.close()
