@@ -4,7 +4,8 @@
 
 Writes DIR/curves.png (training loss on a log scale, training error, test top-1 and top-5 error; one line
 per run, labelled by the config fields that differ between the runs) and DIR/results.md (final and best
-metrics per run). DIR defaults to the first argument.
+metrics per run). DIR defaults to the first argument. With --filters, each workdir also gets filters.png, the
+first convolution's filters of its newest checkpoint.
 """
 import argparse
 import json
@@ -90,6 +91,46 @@ def plot(workdirs, out_dir, x="epoch"):
   return png
 
 
+def first_conv_kernel(params):
+  """The kernel (H, W, I, O) of the first convolution in the parameter tree (by insertion order)."""
+  stack = [params]
+  while stack:
+    node = stack.pop(0)
+    if isinstance(node, dict):
+      if "kernel" in node and getattr(node["kernel"], "ndim", 0) == 4:
+        return node["kernel"]
+      stack.extend(node.values())
+  return None
+
+
+def plot_filters(workdir, out_png):
+  """The first conv layer's filters of the newest checkpoint, one tile each (min-max scaled per filter)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+  from cnnjax import checkpoint
+  state, step = checkpoint.load_numpy(workdir)
+  k = first_conv_kernel(state["params"])
+  if k is None:
+    return None
+  n = k.shape[-1]
+  cols = int(np.ceil(np.sqrt(n)))
+  rows = int(np.ceil(n / cols))
+  fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2), squeeze=False)
+  for i, ax in enumerate(axes.flat):
+    ax.axis("off")
+    if i < n:
+      f = k[..., i]
+      f = (f - f.min()) / (f.max() - f.min() + 1e-12)
+      ax.imshow(f[..., 0] if f.shape[-1] != 3 else f, cmap="gray" if f.shape[-1] != 3 else None,
+                interpolation="nearest")
+  fig.suptitle(f"first-layer filters, step {step}\n{os.path.basename(os.path.normpath(workdir))}", fontsize=8)
+  fig.savefig(out_png, dpi=100)
+  plt.close(fig)
+  return out_png
+
+
 def table(workdirs):
   names, _ = labels(workdirs)
   rows = ["| run | steps | final train loss | final train error | final test top-1 | final test top-5 | "
@@ -112,6 +153,7 @@ def main(argv=None):
   p.add_argument("paths", nargs="+", help="workdirs, or folders holding workdirs")
   p.add_argument("--out", default=None, help="output folder (default: the first path)")
   p.add_argument("--x", default="epoch", choices=("epoch", "step"))
+  p.add_argument("--filters", action="store_true", help="also write each run's first-layer filters as filters.png")
   a = p.parse_args(argv)
   workdirs = find_workdirs(a.paths)
   if not workdirs:
@@ -122,6 +164,10 @@ def main(argv=None):
   with open(md, "w") as f:
     f.write(table(workdirs))
   print(f"wrote {png} and {md} ({len(workdirs)} runs)")
+  if a.filters:
+    for w in workdirs:
+      if os.path.isdir(os.path.join(w, "checkpoints")):
+        print("wrote", plot_filters(w, os.path.join(w, "filters.png")))
 
 
 if __name__ == "__main__":

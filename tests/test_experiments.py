@@ -37,13 +37,18 @@ def test_sweep_runs_grid_skips_finished_and_plots(tmp_path):
   assert r.stdout.count("done ") == 2 and r.stdout.count("finished ") == 6
   r = _sweep(tmp_path)
   assert "0 of 8 runs to train" in r.stdout
-  plot.main([str(tmp_path), "--out", str(tmp_path / "plots")])
+  plot.main([str(tmp_path), "--out", str(tmp_path / "plots"), "--filters"])
   table = (tmp_path / "plots" / "results.md").read_text().splitlines()
   assert len(table) == 2 + 8
   assert any("name=resnet56" in row and "residual=False" in row and "norm=none" in row for row in table)
   import matplotlib.image
   img = matplotlib.image.imread(str(tmp_path / "plots" / "curves.png"))
   assert img.shape[0] > 500 and img.shape[1] > 500
+  run = next(p for p in tmp_path.iterdir() if p.name.startswith("name=resnet20,residual=True,norm=batch"))
+  assert (run / "filters.png").exists()
+  from cnnjax import checkpoint
+  state, _ = checkpoint.load_numpy(str(run))
+  assert plot.first_conv_kernel(state["params"]) is state["params"]["stem_conv"]["kernel"]
 
 
 def test_plot_rejects_a_path_that_is_not_a_workdir(tmp_path):
