@@ -1,0 +1,164 @@
+"""'winograd' convolution: Winograd minimal filtering F(2x2, 3x3) and F(4x4, 3x3) (Lavin & Gray, CVPR 2016).
+
+F(m, 3) computes m outputs of a 1-D correlation with a 3-tap filter g from an input tile d of alpha = m + 2
+values with alpha multiplications instead of 3m:
+
+  y = A^T [ (G g) . (B^T d) ]          (. elementwise; B^T: alpha x alpha, G: alpha x 3, A^T: m x alpha)
+
+Nesting it along every spatial axis gives F(m x m, 3 x 3) in 2-D (and F(m^3, 3^3) in 3-D):
+
+  Y = A^T [ (G g G^T) . (B^T d B) ] A.
+
+With many channels the elementwise product becomes, for each of the alpha^2 tile positions (a, b), a matrix
+product over channels: M[a, b] = V[a, b] (tiles x C) @ U[a, b] (C x O), where V = B^T d B for every input tile and
+U = G g G^T for every (input, output) feature pair. F(4x4, 3x3) does 36 products per 16 outputs instead of 144
+(2.25 instead of 9 multiplications per output and channel pair); F(2x2, 3x3) does 16 per 4.
+
+Implementation. The input is padded so that the tiles (stride m, overlapping by 2) cover the output; each
+transform is applied one spatial axis at a time as fixed linear combinations of strided slices (the non-zero
+entries of B^T and A^T), which XLA fuses into a few memory-bound loops; the alpha^n matrix products are one
+batched dot_general. Only for kernels of size 3 in every spatial dim, stride 1, no input or kernel dilation
+(padding, groups and dimension_numbers are free); anything else raises ValueError.
+
+Accuracy. The transforms have entries up to 5 (B^T) and 8 (A^T) for F(4, 3), so float32 rounding errors grow by
+roughly one decimal digit over direct convolution (measured: ~1e-6 relative to the output's scale, see
+tests/test_conv.py); F(2, 3)'s transforms (entries 0, +-1, 1/2) are nearly exact. Low-precision inputs are
+transformed in float32.
+"""
+import itertools
+
+import numpy as np
+import jax.numpy as jnp
+from jax import lax
+
+from cnnjax.layers._conv_spec import ConvSpec, grouped_einsum, pad_input, spatial_labels
+
+# (B^T, G, A^T) for F(m, 3), interpolation points 0, +-1 (m = 2) and 0, +-1, +-2 (m = 4), plus infinity.
+MATRICES = {
+    2: (np.array([[1, 0, -1, 0],
+                  [0, 1, 1, 0],
+                  [0, -1, 1, 0],
+                  [0, 1, 0, -1]], np.float64),
+        np.array([[1, 0, 0],
+                  [1 / 2, 1 / 2, 1 / 2],
+                  [1 / 2, -1 / 2, 1 / 2],
+                  [0, 0, 1]], np.float64),
+        np.array([[1, 1, 1, 0],
+                  [0, 1, -1, -1]], np.float64)),
+    4: (np.array([[4, 0, -5, 0, 1, 0],
+                  [0, -4, -4, 1, 1, 0],
+                  [0, 4, -4, -1, 1, 0],
+                  [0, -2, -1, 2, 1, 0],
+                  [0, 2, -1, -2, 1, 0],
+                  [0, 4, 0, -5, 0, 1]], np.float64),
+        np.array([[1 / 4, 0, 0],
+                  [-1 / 6, -1 / 6, -1 / 6],
+                  [-1 / 6, 1 / 6, -1 / 6],
+                  [1 / 24, 1 / 12, 1 / 6],
+                  [1 / 24, -1 / 12, 1 / 6],
+                  [0, 0, 1]], np.float64),
+        np.array([[1, 1, 1, 1, 1, 0],
+                  [0, 1, -1, 2, -2, 0],
+                  [0, 1, 1, 4, 4, 0],
+                  [0, 1, -1, 8, -8, 1]], np.float64)),
+}
+TILES = tuple(MATRICES)
+
+
+def check_winograd(spec: ConvSpec, m: int) -> None:
+  if m not in MATRICES:
+    raise ValueError(f"winograd_tile={m!r} is not one of {TILES} (F(2x2, 3x3) or F(4x4, 3x3))")
+  bad = []
+  if any(k != 3 for k in spec.kernel_spatial):
+    bad.append(f"kernel spatial size {spec.kernel_spatial}")
+  if any(s != 1 for s in spec.strides):
+    bad.append(f"window_strides={spec.strides}")
+  if any(d != 1 for d in spec.lhs_dilation):
+    bad.append(f"lhs_dilation={spec.lhs_dilation}")
+  if any(d != 1 for d in spec.rhs_dilation):
+    bad.append(f"rhs_dilation={spec.rhs_dilation}")
+  if bad:
+    raise ValueError("impl='winograd' computes only 3x3 (size 3 in every spatial dim), stride-1, undilated "
+                     f"convolutions; got {', '.join(bad)}. Use impl='direct', 'im2col' or 'fft' for this one.")
+  if not jnp.issubdtype(spec.compute_dtype, jnp.inexact):
+    raise TypeError(f"impl='winograd' needs a floating or complex dtype, got {spec.compute_dtype}")
+
+
+def _lincomb(coefs, arrays):
+  """sum_j coefs[j] * arrays[j], skipping zeros and multiplications by +-1."""
+  out = None
+  for c, a in zip(coefs, arrays):
+    if c == 0:
+      continue
+    if out is None:
+      out = a if c == 1 else (-a if c == -1 else a * float(c))
+    elif c == 1:
+      out = out + a
+    elif c == -1:
+      out = out - a
+    else:
+      out = out + a * float(c)
+  return out
+
+
+def transform_kernel(w, m: int):
+  """U = G g G^T along every spatial axis: (3, ..., 3, I, O) -> (alpha^n, I, O)."""
+  g_mat = jnp.asarray(MATRICES[m][1], w.dtype)
+  nd = w.ndim - 2
+  for d in range(nd):
+    w = jnp.moveaxis(jnp.tensordot(g_mat, w, axes=([1], [d]), precision=lax.Precision.HIGHEST), 0, d)
+  return w.reshape((-1,) + w.shape[nd:])
+
+
+def transform_input(xp, m: int, tiles):
+  """V = B^T d B for every tile: (N, *(t*m + 2), C) -> (alpha^n, N, *tiles, C)."""
+  bt = MATRICES[m][0]
+  alpha = m + 2
+  nd = xp.ndim - 2
+  parts = {(): xp}
+  for d in range(nd):
+    new = {}
+    for idx, arr in parts.items():
+      slices = [lax.slice_in_dim(arr, j, j + (tiles[d] - 1) * m + 1, stride=m, axis=1 + d) for j in range(alpha)]
+      for i in range(alpha):
+        new[idx + (i,)] = _lincomb(bt[i], slices)
+    parts = new
+  return jnp.stack([parts[idx] for idx in itertools.product(range(alpha), repeat=nd)])
+
+
+def transform_output(mm, m: int, nd: int):
+  """Y = A^T M A for every tile: (alpha^n, N, *tiles, O) -> (N, *(tiles*m), O)."""
+  at = MATRICES[m][2]
+  alpha = m + 2
+  parts = {idx: mm[k] for k, idx in enumerate(itertools.product(range(alpha), repeat=nd))}
+  for d in range(nd):
+    new = {}
+    for idx in itertools.product(*([range(m)] * (d + 1) + [range(alpha)] * (nd - d - 1))):
+      srcs = [parts[idx[:d] + (a,) + idx[d + 1:]] for a in range(alpha)]
+      new[idx] = _lincomb(at[idx[d]], srcs)
+    parts = new
+  y = jnp.stack([parts[idx] for idx in itertools.product(range(m), repeat=nd)])
+  tiles = y.shape[2:-1]
+  y = y.reshape((m,) * nd + y.shape[1:])
+  perm = [nd, *itertools.chain.from_iterable((nd + 1 + d, d) for d in range(nd)), 2 * nd + 1]
+  y = jnp.transpose(y, perm)
+  return y.reshape((y.shape[0],) + tuple(t * m for t in tiles) + (y.shape[-1],))
+
+
+def conv_winograd(spec: ConvSpec, x, w, m: int = 4):
+  check_winograd(spec, m)
+  nd = spec.nd
+  xp = pad_input(spec, x)
+  out_sp = spec.out_spatial
+  tiles = tuple(-(-o // m) for o in out_sp)
+  extra = [t * m + 2 - s for t, s in zip(tiles, xp.shape[1:-1])]
+  if any(extra):
+    xp = lax.pad(xp, jnp.array(0, xp.dtype), [(0, 0, 0)] + [(0, e, 0) for e in extra] + [(0, 0, 0)])
+  v = transform_input(xp, m, tiles)                      # (A, N, *tiles, C)
+  u = transform_kernel(w, m)                             # (A, I, O)
+  sp = spatial_labels(nd)
+  mm = grouped_einsum(spec, v, f"an{sp}c", u, "aco", f"an{sp}o")
+  y = transform_output(mm, m, nd)
+  if any(t * m != o for t, o in zip(tiles, out_sp)):
+    y = lax.slice(y, [0] * y.ndim, (y.shape[0],) + tuple(out_sp) + (y.shape[-1],))
+  return y

@@ -1,0 +1,108 @@
+"""Pooling against lax.reduce_window and hand-computed PyTorch-semantics cases; LRN against numpy float64;
+the Linen Conv as a drop-in for flax.linen.Conv."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from jax import lax
+
+from cnnjax import layers
+from cnnjax.layers import avg_pool, local_response_norm, max_pool
+from cnnjax.layers.pool import lp_pool
+
+X55 = jnp.arange(25, dtype=jnp.float32).reshape(1, 5, 5, 1)
+
+
+def test_max_pool_hand_worked_pytorch_cases():
+  # torch.nn.MaxPool2d(2)(arange(25).view(5,5)) -> [[6, 8], [16, 18]]; ceil_mode keeps the partial windows.
+  np.testing.assert_array_equal(max_pool(X55, 2)[0, ..., 0], [[6, 8], [16, 18]])
+  np.testing.assert_array_equal(max_pool(X55, 2, ceil_mode=True)[0, ..., 0], [[6, 8, 9], [16, 18, 19], [21, 23, 24]])
+  # kernel 3, stride 2, padding 1: windows centred on 0, 2, 4.
+  np.testing.assert_array_equal(max_pool(X55, 3, 2, 1)[0, ..., 0], [[6, 8, 9], [16, 18, 19], [21, 23, 24]])
+  # dilation 2, kernel 2: window {i, i+2}: out 3x3 with max at (i+2, j+2).
+  np.testing.assert_array_equal(max_pool(X55, 2, 1, dilation=2)[0, ..., 0], [[12, 13, 14], [17, 18, 19], [22, 23, 24]])
+  # ceil_mode never starts a window in the right padding: size 4, k 2, s 2, p 1 -> 3 windows, not 4.
+  assert max_pool(jnp.ones((1, 4, 4, 1)), 2, 2, 1, ceil_mode=True).shape == (1, 3, 3, 1)
+
+
+def test_avg_pool_hand_worked_pytorch_cases():
+  # ceil_mode: the partial last window divides by the elements it covers: (4 + 9) / 2 = 6.5.
+  np.testing.assert_allclose(avg_pool(X55, 2, ceil_mode=True)[0, 0, :, 0], [3, 5, 6.5])
+  # padding 1, count_include_pad=True: corner window {0, 1, 5, 6} / 9 = 4/3; False: / 4 = 3.
+  np.testing.assert_allclose(avg_pool(X55, 3, 2, 1)[0, 0, 0, 0], 12 / 9, rtol=1e-6)
+  np.testing.assert_allclose(avg_pool(X55, 3, 2, 1, count_include_pad=False)[0, 0, 0, 0], 3.0, rtol=1e-6)
+  np.testing.assert_allclose(avg_pool(X55, 2, divisor_override=1)[0, 0, 0, 0], 0 + 1 + 5 + 6)
+
+
+def test_lp_pool_hand_worked():
+  x = jnp.array([3.0, 4.0, 1.0, 1.0]).reshape(1, 4, 1)
+  np.testing.assert_allclose(lp_pool(x, 2, 2)[0, :, 0], [5.0, np.sqrt(2)], rtol=1e-6)
+
+
+def test_max_pool_indices_and_gradient_tie_rule():
+  """Ties: the first maximum in row-major window order gets the gradient and is the reported index."""
+  x = jnp.array([[1.0, 3.0], [3.0, 2.0]]).reshape(1, 2, 2, 1)
+  y, idx = max_pool(x, 2, return_indices=True)
+  assert float(y.ravel()[0]) == 3.0 and int(idx.ravel()[0]) == 1
+  g = jax.grad(lambda z: max_pool(z, 2).sum())(x)
+  np.testing.assert_array_equal(g[0, ..., 0], [[0, 1], [0, 0]])
+  y, idx = max_pool(X55, 2, ceil_mode=True, return_indices=True)
+  np.testing.assert_array_equal(idx[0, ..., 0], [[6, 8, 9], [16, 18, 19], [21, 23, 24]])  # = values here
+
+
+@settings(max_examples=30, deadline=None)
+@given(nd=st.integers(1, 3), k=st.integers(1, 3), s=st.integers(1, 3), p=st.integers(0, 1), size=st.integers(3, 6),
+       seed=st.integers(0, 1000))
+def test_pools_match_reduce_window(nd, k, s, p, size, seed):
+  p = min(p, k // 2)
+  x = jnp.asarray(np.random.default_rng(seed).normal(size=(2,) + (size,) * nd + (3,)), jnp.float32)
+  win, strides = (1,) + (k,) * nd + (1,), (1,) + (s,) * nd + (1,)
+  pads = ((0, 0),) + ((p, p),) * nd + ((0, 0),)
+  ref = lax.reduce_window(x, -jnp.inf, lax.max, win, strides, pads)
+  np.testing.assert_array_equal(max_pool(x, k, s, p), ref)
+  ref_avg = lax.reduce_window(x, 0.0, lax.add, win, strides, pads) / k ** nd
+  np.testing.assert_allclose(avg_pool(x, k, s, p), ref_avg, rtol=1e-6, atol=1e-6)
+
+
+def test_pool_errors_name_the_value():
+  with pytest.raises(ValueError, match="larger than the padded input"):
+    max_pool(jnp.ones((1, 2, 2, 1)), 3)
+  with pytest.raises(ValueError, match="padding=.*at most half"):
+    avg_pool(jnp.ones((1, 6, 6, 1)), 2, padding=2)
+
+
+def _lrn_numpy(x, n, alpha, beta, k, divide_by_n=False):
+  x = np.asarray(x, np.float64)
+  c = x.shape[-1]
+  out = np.empty_like(x)
+  for i in range(c):
+    lo, hi = max(0, i - n // 2), min(c, i + (n - 1 - n // 2) + 1)
+    s = np.sum(x[..., lo:hi] ** 2, axis=-1)
+    out[..., i] = x[..., i] / (k + (alpha / n if divide_by_n else alpha) * s) ** beta
+  return out
+
+
+def test_lrn_matches_paper_formula_and_pytorch_convention():
+  """AlexNet Sec. 3.3: b_c = a_c / (k + alpha sum_{|c'-c| <= n/2} a_c'^2)^beta. PyTorch's LocalResponseNorm
+  divides alpha by n: torch.nn.LocalResponseNorm(n, alpha) == local_response_norm(x, n, alpha / n)."""
+  x = np.random.default_rng(0).normal(size=(2, 3, 3, 7)) * 5
+  np.testing.assert_allclose(local_response_norm(jnp.asarray(x, jnp.float32), 5, 1e-2, 0.75, 2.0),
+                             _lrn_numpy(x, 5, 1e-2, 0.75, 2.0), rtol=1e-5)
+  np.testing.assert_allclose(local_response_norm(jnp.asarray(x, jnp.float32), 5, 1e-2 / 5, 0.75, 1.0),
+                             _lrn_numpy(x, 5, 1e-2, 0.75, 1.0, divide_by_n=True), rtol=1e-5)
+  # Hand-worked: channels [1, 2] with n=3, alpha=1, beta=1, k=0: b = a / (1 + 4) = [0.2, 0.4].
+  np.testing.assert_allclose(local_response_norm(jnp.array([[1.0, 2.0]]), 3, 1.0, 1.0, 0.0), [[0.2, 0.4]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("impl", layers.IMPLS)
+def test_conv_module_is_a_drop_in_for_flax_conv(impl):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 7, 4))
+  ref = nn.Conv(6, (3, 3), padding="SAME")
+  v = ref.init(jax.random.PRNGKey(1), x)
+  mine = layers.Conv(6, (3, 3), padding="SAME", impl=impl)
+  v2 = mine.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), v2) == jax.tree.map(lambda a: (a.shape, a.dtype), v)
+  jax.tree.map(np.testing.assert_array_equal, v2, v)  # same initialisers, same names
+  np.testing.assert_allclose(mine.apply(v, x), ref.apply(v, x), rtol=1e-4, atol=1e-5)
