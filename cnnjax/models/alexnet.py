@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import Conv, local_response_norm, max_pool
+from cnnjax.layers import Conv, MaxPool, local_response_norm
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
 
@@ -34,7 +34,7 @@ class AlexNet(nn.Module):
       raise ValueError(f"variant={self.variant!r} is not one of ('paper', 'owt')")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, impl=self.conv_impl)
     x = x.astype(self.dtype)
-    pool = lambda y: max_pool(y, 3, 2)
+    pool = lambda y: MaxPool(3, 2)(y)
     if self.variant == "paper":
       lrn = lambda y: local_response_norm(y, 5, 1e-4, 0.75, 2.0)
       x = pool(lrn(nn.relu(Conv(96, (11, 11), 4, "VALID", name="conv1", **kw)(x))))

@@ -10,13 +10,12 @@ returns (logits, (aux1, aux2)) and the loop weights each auxiliary loss by `aux_
 adaptive 4x4 pool; 6,624,904 parameters without the auxiliary heads (`aux_logits=False`), torchvision's count.
 Max-pools round up (ceil mode) as in both, giving Table 1's 56/28/14/7 grids at 224x224.
 """
-import math
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import Conv, avg_pool, local_response_norm, max_pool
+from cnnjax.layers import AvgPool, Conv, MaxPool, local_response_norm
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
 
@@ -26,19 +25,6 @@ INCEPTION = {"3a": (64, 96, 128, 16, 32, 32), "3b": (128, 128, 192, 32, 96, 64),
              "4c": (128, 128, 256, 24, 64, 64), "4d": (112, 144, 288, 32, 64, 64),
              "4e": (256, 160, 320, 32, 128, 128), "5a": (256, 160, 320, 32, 128, 128),
              "5b": (384, 192, 384, 48, 128, 128)}
-
-
-def max_pool_ceil(x, k, s):
-  """Max-pool with PyTorch's ceil_mode=True: out = ceil((H - k) / s) + 1, unless the last window would start
-  past the input; implemented by padding the high side with -inf."""
-  pads = []
-  for size in x.shape[1:3]:
-    out = math.ceil((size - k) / s) + 1
-    if (out - 1) * s >= size:
-      out -= 1
-    pads.append((0, max(0, (out - 1) * s + k - size)))
-  x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-  return max_pool(x, k, s)
 
 
 class _ConvAct(nn.Module):
@@ -73,7 +59,7 @@ class _Inception(nn.Module):
     b1 = self.conv(c1, 1, name="b1")(x, train)
     b2 = self.conv(c3, 3, name="b2_3x3")(self.conv(r3, 1, name="b2_reduce")(x, train), train)
     b3 = self.conv(c5, self.five, name="b3_5x5")(self.conv(r5, 1, name="b3_reduce")(x, train), train)
-    b4 = self.conv(pp, 1, name="b4_proj")(max_pool(x, 3, 1, padding=1), train)
+    b4 = self.conv(pp, 1, name="b4_proj")(MaxPool(3, 1, 1)(x), train)
     return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
@@ -86,7 +72,7 @@ class _Aux(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = adaptive_avg_pool(x, (4, 4)) if self.torchvision else avg_pool(x, 5, 3)
+    x = adaptive_avg_pool(x, (4, 4)) if self.torchvision else AvgPool(5, 3)(x)
     x = self.conv(128, 1, name="conv")(x, train)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(1024, dtype=self.dtype, param_dtype=self.param_dtype, name="fc1")(x))
@@ -116,14 +102,14 @@ class GoogLeNet(nn.Module):
     lrn = (lambda y: y) if tv else (lambda y: local_response_norm(y, 5, 1e-4, 0.75, 2.0))
     x = x.astype(self.dtype)
     x = conv(64, 7, 2, name="conv1")(x, train)
-    x = lrn(max_pool_ceil(x, 3, 2))
+    x = lrn(MaxPool(3, 2, ceil_mode=True)(x))
     x = conv(64, 1, name="conv2_reduce")(x, train)
     x = lrn(conv(192, 3, name="conv2")(x, train))
-    x = max_pool_ceil(x, 3, 2)
+    x = MaxPool(3, 2, ceil_mode=True)(x)
     aux = []
     for name in ("3a", "3b", "4a", "4b", "4c", "4d", "4e", "5a", "5b"):
       if name in ("4a", "5a"):
-        x = max_pool_ceil(x, 3, 2) if name == "4a" else max_pool_ceil(x, 2 if tv else 3, 2)
+        x = MaxPool(3 if name == "4a" or not tv else 2, 2, ceil_mode=True)(x)
       x = _Inception(INCEPTION[name], conv, 3 if tv else 5, name=f"inception{name}")(x, train)
       if self.aux_logits and name in ("4a", "4d"):
         head = _Aux(self.num_classes, conv, tv, self.dtype, self.param_dtype, name=f"aux_{name}")

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import Conv
+from cnnjax.layers import Conv, MaxPool
 from cnnjax.models.common import check_norm, he_normal, make_norm
 from cnnjax.models.registry import register
 
@@ -114,7 +114,7 @@ class ResNet(nn.Module):
       x = norm(name="stem_norm")(x)
     x = nn.relu(x)
     if self.stem == "imagenet":
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+      x = MaxPool(3, 2, 1, name="stem_pool")(x)
     for i, (n, f) in enumerate(zip(self.stage_sizes, feats)):
       for j in range(n):
         x = _Block(f, 2 if (i > 0 and j == 0) else 1, self.bottleneck, conv, norm, self.residual, self.shortcut,

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import Conv, local_response_norm, max_pool
+from cnnjax.layers import Conv, MaxPool, local_response_norm
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
 
@@ -46,7 +46,7 @@ class VGG(nn.Module):
     i = 0
     for layer in COLUMNS[self.column]:
       if layer == "M":
-        x = max_pool(x, 2, 2)
+        x = MaxPool(2, 2)(x)
         continue
       if layer == "LRN":
         x = local_response_norm(x, 5, 1e-4, 0.75, 2.0)

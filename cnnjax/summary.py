@@ -1,0 +1,130 @@
+"""A layer-by-layer summary of a model: output shape, parameters, multiply-accumulates, receptive field, jump.
+
+  python -m cnnjax.summary --model resnet50 --input-shape 224,224,3 [--num-classes 1000] [--option k=v ...]
+  python -m cnnjax.summary --config configs/resnet.py[:preset]
+
+Rows are the model's convolutions, dense layers, norms and pools in call order (traced with
+`nn.intercept_methods` on abstract inputs: nothing is computed). MACs: a convolution does
+out_H * out_W * out_C * (k_H * k_W * in_C / groups), a dense layer in * out, per example. Receptive field r and
+jump j (the input-pixel distance between adjacent outputs) follow r_out = r_in + (k - 1) * dilation * j_in,
+j_out = j_in * stride; where branches meet (residual, inception), the largest receptive field of a grid size wins.
+The zoo pools with the MaxPool/AvgPool modules so they appear here; a pool called as a plain function is
+invisible to the summary (its receptive-field growth is then missed). Dense layers after global pooling show
+no receptive field.
+"""
+import argparse
+import math
+import sys
+from typing import List
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _count(tree):
+  return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def layer_table(model, input_shape) -> List[dict]:
+  """One dict per leaf layer call: name, kind, out_shape, params, macs, rf, jump."""
+  rows = []
+  state = {}  # spatial grid (H, W) -> (rf, jump) with the largest rf seen
+
+  def interceptor(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    mod = context.module
+    if context.method_name != "__call__" or not isinstance(mod, (nn.Dense, nn.BatchNorm, nn.GroupNorm)) and \
+        type(mod).__name__ not in ("Conv", "Subsample", "MaxPool", "AvgPool"):
+      return out
+    x = args[0]
+    params = mod.variables.get("params", {})
+    name = "/".join(mod.scope.path) or type(mod).__name__
+    row = dict(name=name, kind=type(mod).__name__, out_shape=tuple(out.shape[1:]), params=_count(params), macs=0)
+    in_grid, out_grid = tuple(x.shape[1:-1]), tuple(out.shape[1:-1])
+    rf, jump = state.get(in_grid, (1, 1))
+    if row["kind"] == "Conv":
+      k = tuple(mod.kernel_size)
+      stride = (mod.strides,) * len(k) if isinstance(mod.strides, int) else tuple(mod.strides)
+      dil = (mod.kernel_dilation,) * len(k) if isinstance(mod.kernel_dilation, int) else tuple(mod.kernel_dilation)
+      row["macs"] = math.prod(out.shape[1:]) * math.prod(k) * x.shape[-1] // mod.feature_group_count
+      rf, jump = rf + (k[0] - 1) * dil[0] * jump, jump * stride[0]
+    elif row["kind"] == "Dense":
+      row["macs"] = math.prod(out.shape[1:]) * x.shape[-1]
+    elif row["kind"] == "Subsample":
+      rf, jump = rf + jump, jump * 2
+    elif row["kind"] in ("MaxPool", "AvgPool"):
+      nd = len(in_grid)
+      k = (mod.kernel_size,) * nd if isinstance(mod.kernel_size, int) else tuple(mod.kernel_size)
+      s = mod.stride if mod.stride is not None else mod.kernel_size
+      s = (s,) * nd if isinstance(s, int) else tuple(s)
+      d = getattr(mod, "dilation", 1)
+      d = (d,) * nd if isinstance(d, int) else tuple(d)
+      rf, jump = rf + (k[0] - 1) * d[0] * jump, jump * s[0]
+    row["rf"], row["jump"] = (rf, jump) if out.ndim >= 3 else (None, None)
+    if len(out_grid) == len(in_grid) and out.ndim >= 3:
+      prev = state.get(out_grid)
+      if prev is None or rf > prev[0]:
+        state[out_grid] = (rf, jump)
+    rows.append(row)
+    return out
+
+  x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+
+  def trace():
+    with nn.intercept_methods(interceptor):
+      variables = model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
+                             jnp.zeros(x.shape), train=False)
+    return variables
+  variables = jax.eval_shape(trace)
+  return rows, _count(variables["params"])
+
+
+def format_table(rows, total_params) -> str:
+  lines = [f"{'layer':52s} {'kind':10s} {'output':>16s} {'params':>12s} {'MACs':>15s} {'RF':>5s} {'jump':>5s}"]
+  lines.append("-" * len(lines[0]))
+  for r in rows:
+    lines.append(f"{r['name'][:52]:52s} {r['kind']:10s} {str(r['out_shape']):>16s} {r['params']:>12,d} "
+                 f"{r['macs']:>15,d} {r['rf'] or '':>5} {r['jump'] or '':>5}")
+  macs = sum(r["macs"] for r in rows)
+  lines.append("-" * len(lines[0]))
+  lines.append(f"total: {total_params:,d} parameters (layers above: {sum(r['params'] for r in rows):,d}), "
+               f"{macs:,d} multiply-accumulates ({macs / 1e9:.3f} G) per example")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--model", help="a registered model name (cnnjax.models.names())")
+  p.add_argument("--input-shape", help="H,W,C, e.g. 224,224,3")
+  p.add_argument("--num-classes", type=int, default=1000)
+  p.add_argument("--option", action="append", default=[], help="model option k=v (Python literal values)")
+  p.add_argument("--config", help="a config file[:preset]; takes model, input size and classes from it")
+  a = p.parse_args(argv)
+  import ast
+  from cnnjax import models
+  from cnnjax import config as config_lib
+  from cnnjax.errors import ConfigError
+  try:
+    if a.config:
+      c = config_lib.load_file(a.config)
+      from cnnjax import data
+      info = data.get_info(c.dataset)
+      name, opts = c.model.name, config_lib.model_options(c)
+      shape, classes = (c.dataset.image_size, c.dataset.image_size, info.image_shape[-1]), info.num_classes
+    elif a.model and a.input_shape:
+      name, classes = a.model, a.num_classes
+      shape = tuple(int(v) for v in a.input_shape.split(","))
+      opts = {k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in a.option)}
+    else:
+      p.error("give --config, or --model and --input-shape")
+    model = models.create(name, num_classes=classes, **opts)
+    rows, total = layer_table(model, shape)
+  except (ConfigError, ValueError, TypeError) as e:
+    sys.exit(f"error: {e}")
+  print(f"{name} on {shape}:")
+  print(format_table(rows, total))
+
+
+if __name__ == "__main__":
+  main()
