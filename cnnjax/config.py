@@ -48,7 +48,7 @@ def validate(config) -> None:
   _check(c.on_nonfinite in ("stop", "skip"), "on_nonfinite", c.on_nonfinite, "'stop' or 'skip'")
   _check(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite", c.max_consecutive_nonfinite, ">= 1")
   from cnnjax import models
-  models.registry.check(c.model.name, [k for k in c.model if k != "name"])
+  models.registry.check(c.model.name, [k for k, v in c.model.items() if k != "name" and v is not None])
 
 
 def model_options(config) -> dict:

@@ -193,6 +193,9 @@ def test_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
     ({"optimizer": "adam"}, r"config.optimizer='adam' is invalid: one of \('sgd', 'adamw'\)"),
     ({"model.norm": "batchnorm"}, r"norm='batchnorm' is not one of"),
     ({"dataset.name": "cifar11"}, r"unknown data set dataset.name='cifar11'"),
+    ({"model.name": "lenet5", "model.width": None, "model.stage_sizes": None, "model.residual": None,
+      "model.norm": None, "model.shortcut": None, "model.zero_init_residual": None},
+     r"config.dataset.image_size=8 does not fit model 'lenet5'"),
 ])
 def test_invalid_values_fail_before_compiling(tmp_path, override, message):
   with pytest.raises((ConfigError, ValueError), match=message):

@@ -121,7 +121,7 @@ def _check_model_input(model, input_shape, config) -> None:
   try:
     jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
                                       jax.numpy.zeros((1, *input_shape)), train=False))
-  except (TypeError, ValueError) as e:
+  except (TypeError, ValueError, ZeroDivisionError) as e:
     raise ConfigError(f"config.dataset.image_size={config.dataset.image_size} does not fit model "
                       f"{config.model.name!r} (input {input_shape}): {str(e).splitlines()[0][:300]}. "
                       f"Use a larger image size.") from None

@@ -1,0 +1,23 @@
+"""Every config file and preset loads, validates and builds its model at its input size."""
+import jax
+import pytest
+
+from cnnjax import config as config_lib, data, models
+
+CONFIGS = [("configs/resnet.py", p) for p in ("digits", "cifar10", "imagenette", "imagenet_1pct", "synthetic")] + [
+    ("configs/lenet.py", p) for p in ("lenet5", "lenet5_modern", "lenet1")] + [
+    ("configs/alexnet.py", "digits"), ("configs/alexnet.py", "imagenet"), ("configs/vgg.py", "digits"),
+    ("configs/vgg.py", "imagenet"), ("configs/googlenet.py", "digits"), ("configs/googlenet.py", "torchvision"),
+    ("configs/imagenet_subset.py", "1pct"), ("configs/ablation.py", "digits")]
+
+
+@pytest.mark.parametrize("path, preset", CONFIGS)
+def test_config_builds_its_model(path, preset):
+  c = config_lib.load_file(f"{path}:{preset}")
+  config_lib.validate(c)
+  info = data.get_info(c.dataset)
+  m = models.create(c.model.name, num_classes=info.num_classes, **config_lib.model_options(c))
+  shape = (1, c.dataset.image_size, c.dataset.image_size, info.image_shape[-1])
+  out = jax.eval_shape(lambda: m.apply(m.init(jax.random.PRNGKey(0), jax.numpy.zeros(shape), train=False),
+                                       jax.numpy.zeros(shape), train=False))
+  assert out.shape == (1, info.num_classes)
