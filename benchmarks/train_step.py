@@ -1,0 +1,199 @@
+"""Images/s of the project's real train step against PyTorch on this CPU, in one interleaved run.
+
+  pip install -r requirements-bench.txt
+  python -m benchmarks.train_step [--models resnet18_cifar,resnet50,vgg16] [--repeats 3] [--steps 3]
+
+JAX side: `cnnjax.train.steps.make_train_step` with the optimizer from `cnnjax.train.optim.build` on a real config
+(configs/default.py), jitted with the state donated, as the training loop does. PyTorch side: the same
+architectures written out below (parameter counts asserted equal), SGD momentum 0.9 + weight decay,
+cross-entropy, 2 threads, in eager NCHW, eager channels_last and torch.compile modes. Random data, float32.
+Reports medians over interleaved repeats, the ratio to PyTorch's best mode, the JAX step's GFLOP/s from XLA's cost
+analysis, the fraction of a matmul peak measured in the same run, and the first step's compile time.
+"""
+import argparse
+import statistics
+import time
+
+import cnnjax  # noqa: F401  (project XLA flags, before jax starts)
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cnnjax import models
+from cnnjax.train import optim, state as state_lib, steps
+from configs import default
+
+MODELS = {  # name: (registry name, options, image size, batch, classes)
+    "resnet18_cifar": ("resnet18", {"stem": "cifar"}, 32, 128, 10),
+    "resnet50": ("resnet50", {}, 224, 16, 1000),
+    "vgg16": ("vgg16", {}, 64, 32, 10),
+}
+
+
+def jax_step(name):
+  reg, opts, size, batch, classes = MODELS[name]
+  c = default.get_config()
+  c.learning_rate, c.weight_decay, c.lr_schedule = 0.1, 5e-4, "constant"
+  model = models.create(reg, num_classes=classes, **opts)
+  tx, sched = optim.build(c, 100, 100)
+  state = state_lib.create(jax.random.PRNGKey(0), model, tx, (size, size, 3))
+  rng = np.random.default_rng(0)
+  data = {"image": jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32),
+          "label": jnp.asarray(rng.integers(0, classes, batch), jnp.int32)}
+  fn = jax.jit(steps.make_train_step(model, tx, sched), donate_argnums=0)
+  t = time.perf_counter()
+  compiled = fn.lower(state, data).compile()
+  compile_s = time.perf_counter() - t
+  flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
+  box = {"state": state}
+
+  def run(n):
+    s = box["state"]
+    for _ in range(n):
+      s, m = fn(s, data)
+    jax.block_until_ready(m)
+    box["state"] = s
+  n_params = sum(x.size for x in jax.tree.leaves(state.params))
+  return run, batch, compile_s, flops, n_params
+
+
+def torch_models():
+  import torch.nn as tnn
+
+  class Basic(tnn.Module):
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.c1, self.b1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False), tnn.BatchNorm2d(cout)
+      self.c2, self.b2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False), tnn.BatchNorm2d(cout)
+      self.sc = (tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
+                 if stride != 1 or cin != cout else tnn.Identity())
+
+    def forward(self, x):
+      y = self.b2(self.c2(tnn.functional.relu(self.b1(self.c1(x)))))
+      return tnn.functional.relu(y + self.sc(x))
+
+  class Bottleneck(tnn.Module):
+    def __init__(self, cin, width, stride):
+      super().__init__()
+      cout = width * 4
+      self.c1, self.b1 = tnn.Conv2d(cin, width, 1, bias=False), tnn.BatchNorm2d(width)
+      self.c2, self.b2 = tnn.Conv2d(width, width, 3, stride, 1, bias=False), tnn.BatchNorm2d(width)
+      self.c3, self.b3 = tnn.Conv2d(width, cout, 1, bias=False), tnn.BatchNorm2d(cout)
+      self.sc = (tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
+                 if stride != 1 or cin != cout else tnn.Identity())
+
+    def forward(self, x):
+      r = tnn.functional.relu
+      y = self.b3(self.c3(r(self.b2(self.c2(r(self.b1(self.c1(x))))))))
+      return r(y + self.sc(x))
+
+  def resnet(block, sizes, cifar, classes):
+    layers, cin = [], 64
+    if cifar:
+      layers += [tnn.Conv2d(3, 64, 3, 1, 1, bias=False), tnn.BatchNorm2d(64), tnn.ReLU()]
+    else:
+      layers += [tnn.Conv2d(3, 64, 7, 2, 3, bias=False), tnn.BatchNorm2d(64), tnn.ReLU(), tnn.MaxPool2d(3, 2, 1)]
+    for i, (n, w) in enumerate(zip(sizes, (64, 128, 256, 512))):
+      for j in range(n):
+        blk = block(cin, w, 2 if (i > 0 and j == 0) else 1)
+        layers.append(blk)
+        cin = w * (4 if block is Bottleneck else 1)
+    layers += [tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(cin, classes)]
+    return tnn.Sequential(*layers)
+
+  def vgg16(classes):
+    cfg = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+    layers, cin = [], 3
+    for v in cfg:
+      if v == "M":
+        layers.append(tnn.MaxPool2d(2))
+      else:
+        layers += [tnn.Conv2d(cin, v, 3, 1, 1), tnn.ReLU()]
+        cin = v
+    layers += [tnn.AdaptiveAvgPool2d(7), tnn.Flatten(), tnn.Linear(512 * 49, 4096), tnn.ReLU(), tnn.Dropout(),
+               tnn.Linear(4096, 4096), tnn.ReLU(), tnn.Dropout(), tnn.Linear(4096, classes)]
+    return tnn.Sequential(*layers)
+
+  return {"resnet18_cifar": lambda: resnet(Basic, (2, 2, 2, 2), True, 10),
+          "resnet50": lambda: resnet(Bottleneck, (3, 4, 6, 3), False, 1000),
+          "vgg16": lambda: vgg16(10)}
+
+
+def torch_step(name, mode, n_params_jax):
+  import torch
+  _, _, size, batch, classes = MODELS[name]
+  torch.manual_seed(0)
+  model = torch_models()[name]()
+  n = sum(p.numel() for p in model.parameters())
+  assert n == n_params_jax, f"{name}: PyTorch has {n} parameters, JAX {n_params_jax}"
+  opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+  x = torch.randn(batch, 3, size, size)
+  y = torch.randint(0, classes, (batch,))
+  if mode == "channels_last" or mode == "compiled":
+    model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+  loss_fn = torch.nn.CrossEntropyLoss()
+
+  def one():
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    opt.step()
+  fn = torch.compile(one) if mode == "compiled" else one
+  t = time.perf_counter()
+  fn()
+  first = time.perf_counter() - t
+
+  def run(k):
+    for _ in range(k):
+      fn()
+  return run, first
+
+
+def matmul_peak():
+  a = jnp.ones((2048, 2048), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  jax.block_until_ready(f(a))
+  t = time.perf_counter()
+  for _ in range(5):
+    out = f(a)
+  jax.block_until_ready(out)
+  return 5 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--models", default="resnet18_cifar,resnet50,vgg16")
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--steps", type=int, default=3)
+  p.add_argument("--torch_modes", default="eager,channels_last,compiled")
+  a = p.parse_args()
+  import torch
+  torch.set_num_threads(2)
+  peak = matmul_peak()
+  print(f"jax {jax.__version__}, torch {torch.__version__}, matmul peak {peak:.0f} GFLOP/s (2048^3, this run)")
+  for name in a.models.split(","):
+    run_j, batch, compile_s, flops, n_params = jax_step(name)
+    systems = {"jax": run_j}
+    firsts = {"jax": compile_s}
+    for mode in a.torch_modes.split(","):
+      systems[f"torch_{mode}"], firsts[f"torch_{mode}"] = torch_step(name, mode, n_params)
+    for f in systems.values():
+      f(1)  # warm-up
+    times = {k: [] for k in systems}
+    for _ in range(a.repeats):
+      for k, f in systems.items():
+        t = time.perf_counter()
+        f(a.steps)
+        times[k].append((time.perf_counter() - t) / a.steps)
+    ips = {k: batch / statistics.median(v) for k, v in times.items()}
+    best_torch = max(v for k, v in ips.items() if k != "jax")
+    gflops = flops / statistics.median(times["jax"]) / 1e9
+    print(f"\n{name} (batch {batch}, {n_params:,d} params)")
+    for k, v in ips.items():
+      print(f"  {k:22s} {v:8.1f} images/s   first step {firsts[k]:6.1f} s")
+    print(f"  jax / best torch: {ips['jax'] / best_torch:.2f}x; jax step {gflops:.0f} GFLOP/s = "
+          f"{gflops / peak:.0%} of the matmul peak", flush=True)
+
+
+if __name__ == "__main__":
+  main()
