@@ -52,6 +52,28 @@ def test_max_pool_indices_and_gradient_tie_rule():
   np.testing.assert_array_equal(idx[0, ..., 0], [[6, 8, 9], [16, 18, 19], [21, 23, 24]])  # = values here
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_pool_gradients_under_jit_match_numpy(dtype):
+  """Training differentiates the pools inside jit; the gradient of max_pool(3, 2, 1) is, per window, a one at
+  its (first) maximum: counted here by hand in numpy. avg_pool's is the number of windows covering each pixel / 9."""
+  x = np.random.default_rng(0).permutation(2 * 7 * 7 * 3).reshape(2, 7, 7, 3).astype(np.float64)
+  want_max, want_avg = np.zeros_like(x), np.zeros_like(x)
+  xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+  for i in range(4):
+    for j in range(4):
+      win = xp[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3]
+      n, r, c, ch = np.nonzero(win == win.max(axis=(1, 2), keepdims=True))
+      np.add.at(want_max, (n, r + 2 * i - 1, c + 2 * j - 1, ch), 1.0)
+      rows, cols = slice(max(2 * i - 1, 0), 2 * i + 2), slice(max(2 * j - 1, 0), 2 * j + 2)
+      want_avg[:, rows, cols] += 1 / 9
+  xj = jnp.asarray(x, dtype)
+  got_max = jax.jit(jax.grad(lambda z: max_pool(z, 3, 2, 1).astype(jnp.float32).sum()))(xj)
+  got_avg = jax.jit(jax.grad(lambda z: avg_pool(z, 3, 2, 1).astype(jnp.float32).sum()))(xj)
+  assert got_max.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(got_max, np.float64), want_max)
+  np.testing.assert_allclose(np.asarray(got_avg, np.float64), want_avg, rtol=1e-2 if dtype == jnp.bfloat16 else 1e-6)
+
+
 @settings(max_examples=30, deadline=None)
 @given(nd=st.integers(1, 3), k=st.integers(1, 3), s=st.integers(1, 3), p=st.integers(0, 1), size=st.integers(3, 6),
        seed=st.integers(0, 1000))

@@ -63,7 +63,7 @@ def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
   dims = _geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
   window, strides, pads, wdil = _window_args(dims)
   init = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
-  y = lax.reduce_window(x, jnp.asarray(init, x.dtype), lax.max, window, strides, pads, window_dilation=wdil)
+  y = lax.reduce_window(x, np.array(init, x.dtype), lax.max, window, strides, pads, window_dilation=wdil)
   if not return_indices:
     return y
   spatial = x.shape[1:-1]
@@ -73,7 +73,7 @@ def max_pool(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False
     (va, ia), (vb, ib) = a, b
     take_b = (vb > va) | ((vb == va) & (ib < ia))
     return jnp.where(take_b, vb, va), jnp.where(take_b, ib, ia)
-  _, ind = lax.reduce_window((x, idx), (jnp.asarray(init, x.dtype), jnp.int32(np.iinfo(np.int32).max)), pick,
+  _, ind = lax.reduce_window((x, idx), (np.array(init, x.dtype), jnp.int32(np.iinfo(np.int32).max)), pick,
                              window, strides, pads, window_dilation=wdil)
   return y, ind
 
@@ -84,7 +84,7 @@ def avg_pool(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_incl
   x = jnp.asarray(x)
   dims = _geometry(x, kernel_size, stride, padding, 1, ceil_mode)
   window, strides, pads, _ = _window_args(dims)
-  total = lax.reduce_window(x, jnp.asarray(0, x.dtype), lax.add, window, strides, pads)
+  total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, window, strides, pads)
   if divisor_override:
     return total / divisor_override
   spatial = x.shape[1:-1]
@@ -107,7 +107,7 @@ def lp_pool(x, norm_type, kernel_size, stride=None, ceil_mode=False):
   x = jnp.asarray(x)
   dims = _geometry(x, kernel_size, stride, 0, 1, ceil_mode)
   window, strides, pads, _ = _window_args(dims)
-  s = lax.reduce_window(jnp.power(x, norm_type), jnp.asarray(0, x.dtype), lax.add, window, strides, pads)
+  s = lax.reduce_window(jnp.power(x, norm_type), np.array(0, x.dtype), lax.add, window, strides, pads)
   return jnp.power(s, 1.0 / norm_type)
 
 
