@@ -44,7 +44,7 @@ def test_sweep_runs_grid_skips_finished_and_plots(tmp_path):
   import matplotlib.image
   img = matplotlib.image.imread(str(tmp_path / "plots" / "curves.png"))
   assert img.shape[0] > 500 and img.shape[1] > 500
-  run = next(p for p in tmp_path.iterdir() if p.name.startswith("name=resnet20,residual=True,norm=batch"))
+  run = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith("name=resnet20,residual=True,norm=batch"))
   assert (run / "filters.png").exists()
   from cnnjax import checkpoint
   state, _ = checkpoint.load_numpy(str(run))
