@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cnnjax.layers import BatchNorm
+
 
 def _count(tree):
   return sum(math.prod(x.shape) for x in jax.tree.leaves(tree))
@@ -34,7 +36,7 @@ def layer_table(model, input_shape) -> List[dict]:
   def interceptor(next_fun, args, kwargs, context):
     out = next_fun(*args, **kwargs)
     mod = context.module
-    if context.method_name != "__call__" or not isinstance(mod, (nn.Dense, nn.BatchNorm, nn.GroupNorm)) and \
+    if context.method_name != "__call__" or not isinstance(mod, (nn.Dense, nn.BatchNorm, BatchNorm, nn.GroupNorm)) and \
         type(mod).__name__ not in ("Conv", "Subsample", "MaxPool", "AvgPool"):
       return out
     x = args[0]

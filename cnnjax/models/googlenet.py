@@ -15,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import AvgPool, Conv, MaxPool, local_response_norm
+from cnnjax.layers import AvgPool, BatchNorm, Conv, MaxPool, local_response_norm
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
 
@@ -43,8 +43,8 @@ class _ConvAct(nn.Module):
     x = Conv(self.features, (self.kernel,) * 2, self.stride, [(p, p)] * 2, use_bias=not self.bn, dtype=self.dtype,
              param_dtype=self.param_dtype, impl=self.conv_impl, name="conv")(x)
     if self.bn:
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, dtype=self.dtype,
-                       param_dtype=self.param_dtype, name="bn")(x)
+      x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, dtype=self.dtype,
+                    param_dtype=self.param_dtype, name="bn")(x)
     return nn.relu(x)
 
 

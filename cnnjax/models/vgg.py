@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import Conv, MaxPool, local_response_norm
+from cnnjax.layers import BatchNorm, Conv, MaxPool, local_response_norm
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
 
@@ -56,8 +56,8 @@ class VGG(nn.Module):
       x = Conv(width, (k, k), padding=[(k // 2, k // 2)] * 2, dtype=self.dtype, param_dtype=self.param_dtype,
                impl=self.conv_impl, name=f"conv{i}")(x)
       if self.batch_norm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                         param_dtype=self.param_dtype, name=f"bn{i}")(x)
+        x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name=f"bn{i}")(x)
       x = nn.relu(x)
     x = adaptive_avg_pool(x, (7, 7))
     x = x.reshape(x.shape[0], -1)
