@@ -128,3 +128,20 @@ def test_conv_module_is_a_drop_in_for_flax_conv(impl):
   assert jax.tree.map(lambda a: (a.shape, a.dtype), v2) == jax.tree.map(lambda a: (a.shape, a.dtype), v)
   jax.tree.map(np.testing.assert_array_equal, v2, v)  # same initialisers, same names
   np.testing.assert_allclose(mine.apply(v, x), ref.apply(v, x), rtol=1e-4, atol=1e-5)
+
+
+def test_conv_module_gradients_match_flax_conv_under_jit():
+  """The CPU fast path (the input materialised through a conditional) leaves values and gradients unchanged."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
+  ref, mine = nn.Conv(6, (3, 3), strides=2, padding="SAME"), layers.Conv(6, (3, 3), strides=2, padding="SAME")
+  v = ref.init(jax.random.PRNGKey(1), x)
+  loss = lambda m: jax.jit(jax.grad(lambda v, x: jnp.sum(jnp.sin(m.apply(v, jax.nn.relu(x) * 2))), (0, 1)))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), loss(mine)(v, x), loss(ref)(v, x))
+
+
+def test_materialize_is_the_identity_even_for_nan():
+  from cnnjax.layers.modules import materialize
+  x = jnp.array([[jnp.nan, 1.0], [2.0, -jnp.inf]])
+  np.testing.assert_array_equal(jax.jit(materialize)(x), x)
+  np.testing.assert_array_equal(jax.jit(materialize)(x[::-1]), x[::-1])
+  np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(materialize(v) * 3.0))(jnp.ones(3)), [3.0, 3.0, 3.0])

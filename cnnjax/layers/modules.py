@@ -2,12 +2,27 @@
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from cnnjax.layers.conv import conv_general_dilated
 
 default_kernel_init = nn.initializers.lecun_normal()
+
+
+def materialize(x):
+  """x itself, but written to memory: XLA cannot fuse across a conditional.
+
+  Why: on CPU the kernel gradient of an XLA convolution reads its input transposed to (C, H, W, N), and XLA
+  fuses the input's elementwise producers (batch norm, residual add, ReLU of up to three blocks) into that
+  transpose, recomputing them in a cache-hostile order: 1.6 s of a 4.6 s ResNet-18 CIFAR train step
+  (benchmarks/RESULTS.md). A plain transpose of a materialised array costs about a copy. The predicate is
+  true unless the first element is NaN, and both branches return x unchanged; `optimization_barrier`
+  does not help because XLA's CPU pipeline removes it before fusion.
+  """
+  first = x.reshape(-1)[0]
+  return lax.cond(first == first, lambda v: v, lambda v: v * 1, x)
 
 
 class Conv(nn.Module):
@@ -41,6 +56,8 @@ class Conv(nn.Module):
                         self.param_dtype)
     dtype = self.dtype or jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
+    if self.impl == "xla" and jax.default_backend() == "cpu":
+      x = materialize(x)  # GPU/TPU fuse well, and a conditional there would wait on the host
     padding = self.padding
     if not isinstance(padding, str):
       padding = [(p, p) if isinstance(p, int) else tuple(p) for p in
