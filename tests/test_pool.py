@@ -130,10 +130,14 @@ def test_conv_module_is_a_drop_in_for_flax_conv(impl):
   np.testing.assert_allclose(mine.apply(v, x), ref.apply(v, x), rtol=1e-4, atol=1e-5)
 
 
-def test_conv_module_gradients_match_flax_conv_under_jit():
-  """The CPU fast path (the input materialised through a conditional) leaves values and gradients unchanged."""
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
-  ref, mine = nn.Conv(6, (3, 3), strides=2, padding="SAME"), layers.Conv(6, (3, 3), strides=2, padding="SAME")
+@pytest.mark.parametrize("size,strides,padding", [(8, 2, "SAME"), (17, 2, "SAME"), (16, 1, "SAME"),
+                                                   (20, (2, 3), [(1, 1), (0, 2)])])
+def test_conv_module_gradients_match_flax_conv_under_jit(size, strides, padding):
+  """The CPU fast paths (the input materialised through a conditional; the polyphase input gradient of strided
+  convolutions with outputs of 8x8 and more) leave values and gradients unchanged."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 4))
+  ref, mine = (nn.Conv(6, (3, 3), strides=strides, padding=padding),
+               layers.Conv(6, (3, 3), strides=strides, padding=padding))
   v = ref.init(jax.random.PRNGKey(1), x)
   loss = lambda m: jax.jit(jax.grad(lambda v, x: jnp.sum(jnp.sin(m.apply(v, jax.nn.relu(x) * 2))), (0, 1)))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), loss(mine)(v, x), loss(ref)(v, x))

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from cnnjax.layers.conv import conv_general_dilated
+from cnnjax.layers.polyphase import explicit_padding, strided_conv
 
 default_kernel_init = nn.initializers.lecun_normal()
 
@@ -65,11 +66,22 @@ class Conv(nn.Module):
       if len(padding) == 1 and nd > 1:
         padding = padding * nd
     spatial = "".join("DHW"[3 - nd:])
+    strides, lhs_dil, rhs_dil = tup(self.strides), tup(self.input_dilation), tup(self.kernel_dilation)
+    if (self.impl == "xla" and jax.default_backend() == "cpu" and max(strides) > 1 and self.precision is None
+        and max(lhs_dil + rhs_dil) == 1 and self.feature_group_count == 1):
+      # CPU: XLA's input gradient of a strided conv multiplies zeros; polyphase.py computes it without. Below
+      # an 8x8 output the phases' small convolutions lose to XLA's (measured, benchmarks/RESULTS.md).
+      pads = explicit_padding(padding, x.shape[1:-1], ks, strides)
+      out = [(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(x.shape[1:-1], pads, ks, strides)]
+      if min(out) >= 8:
+        return self._add_bias(strided_conv(x, kernel, strides, pads), dtype)
     dn = lax.conv_dimension_numbers(x.shape, kernel.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
-    y = conv_general_dilated(x, kernel, tup(self.strides), padding, lhs_dilation=tup(self.input_dilation),
-                             rhs_dilation=tup(self.kernel_dilation), dimension_numbers=dn,
-                             feature_group_count=self.feature_group_count, precision=self.precision,
-                             impl=self.impl)
+    y = conv_general_dilated(x, kernel, strides, padding, lhs_dilation=lhs_dil, rhs_dilation=rhs_dil,
+                             dimension_numbers=dn, feature_group_count=self.feature_group_count,
+                             precision=self.precision, impl=self.impl)
+    return self._add_bias(y, dtype)
+
+  def _add_bias(self, y, dtype):
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
       y = y + bias.astype(dtype)
