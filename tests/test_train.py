@@ -86,3 +86,14 @@ def test_rerun_of_finished_run_does_nothing_more(tmp_path):
   n = len(metrics.read_jsonl(str(tmp_path / "metrics.jsonl")))
   loop.run(c, str(tmp_path))
   assert len(metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))) == n
+
+
+def test_steps_run_under_a_transfer_guard(tmp_path, monkeypatch):
+  """Train and eval steps run under jax.transfer_guard('disallow'): a full run passes (the tests above), and a
+  batch that was not put on the devices explicitly is refused instead of copied on every step."""
+  from cnnjax import parallel
+  monkeypatch.setattr(parallel, "global_batch", lambda batch, sharding: dict(batch))  # numpy, not jax.Array
+  with pytest.raises(Exception, match="[Dd]isallowed host-to-device transfer"):
+    loop.run(tiny_config(num_train_steps=2, log_every_steps=1), str(tmp_path))
+  path = tmp_path / "metrics.jsonl"
+  assert not path.exists() or not metrics.read_jsonl(str(path)), "the first train step ran unguarded"

@@ -98,7 +98,9 @@ def evaluate(eval_step, state, eval_ds, sharding) -> Dict[str, float]:
   """Runs `eval_step` over every batch of `eval_ds` and returns mean loss, top-1 and top-5 accuracy."""
   sums = None
   for batch in eval_ds:
-    out = eval_step(state, parallel.global_batch(batch, sharding))
+    batch = parallel.global_batch(batch, sharding)
+    with jax.transfer_guard("disallow"):  # the step must not copy to or from the host (issue 9)
+      out = eval_step(state, batch)
     sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
   return metrics.summarize([jax.device_get(sums)])
 
@@ -237,7 +239,8 @@ def run(config, workdir: str, *, stop_after_steps: Optional[int] = None,
       while step < end:
         batch = parallel.global_batch(next(train_iter), batch_sharding)
         t0 = time.perf_counter()
-        state, m = train_step(state, batch)
+        with jax.transfer_guard("disallow"):  # no implicit host round trip in the step; metrics stay on device
+          state, m = train_step(state, batch)
         if step == start_step:
           jax.block_until_ready(m)
           log.info("first step (compile + run) took %.1f s", time.perf_counter() - t0)
