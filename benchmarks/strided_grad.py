@@ -3,17 +3,17 @@
 
   python -m benchmarks.strided_grad [--repeats 3]
 
-Prints the median milliseconds of each, interleaved, and checks that the two agree. The `Conv` module uses
+Prints the median over repeats of each one's mean milliseconds (3 calls), interleaved, and checks that the two agree. The `Conv` module uses
 the polyphase path on CPU for outputs of 8x8 and more (below that it measured slower).
 """
 import argparse
 import statistics
-import time
 
 import cnnjax  # noqa: F401  (project XLA flags)
 import jax
 import numpy as np
 
+from benchmarks.conv import _time
 from cnnjax.layers.polyphase import _conv, polyphase_input_grad
 
 P1, P0 = ((1, 1), (1, 1)), ((0, 0), (0, 0))
@@ -22,16 +22,6 @@ SHAPES = [("r18c 3x3 32x32 64->128", 128, 32, 64, 128, 3, P1), ("r18c 3x3 16x16 
           ("r18c 3x3 8x8 256->512", 128, 8, 256, 512, 3, P1), ("r18c 1x1 32x32 64->128", 128, 32, 64, 128, 1, P0),
           ("r50 3x3 56x56 128", 16, 56, 128, 128, 3, P1), ("r50 3x3 28x28 256", 16, 28, 256, 256, 3, P1),
           ("r50 3x3 14x14 512", 16, 14, 512, 512, 3, P1), ("r50 1x1 56x56 256->512", 16, 56, 256, 512, 1, P0)]
-
-
-def _median_ms(f, n):
-  f()
-  ts = []
-  for _ in range(n):
-    t = time.perf_counter()
-    f()
-    ts.append(time.perf_counter() - t)
-  return statistics.median(ts) * 1e3
 
 
 def main():
@@ -50,9 +40,9 @@ def main():
     err = float(np.abs(np.asarray(xla(x, w, dy)) - np.asarray(poly(w, dy))).max())
     a, p = [], []
     for _ in range(args.repeats):
-      a.append(_median_ms(lambda: xla(x, w, dy).block_until_ready(), 3))
-      p.append(_median_ms(lambda: poly(w, dy).block_until_ready(), 3))
-    a, p = statistics.median(a), statistics.median(p)
+      a.append(_time(xla, x, w, dy))
+      p.append(_time(poly, w, dy))
+    a, p = statistics.median(a) * 1e3, statistics.median(p) * 1e3
     print(f"{name:26s} xla {a:6.1f}  polyphase {p:6.1f}  ({a / p:4.2f}x, max |diff| {err:.1e})", flush=True)
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from cnnjax.layers.polyphase import explicit_padding, polyphase_input_grad, strided_conv
+from cnnjax.layers._conv_spec import make_spec
+from cnnjax.layers.polyphase import polyphase_input_grad, strided_conv
 
 CASES = [  # input (N, spatial..., C), kernel (spatial..., I, O), strides, padding
     ((2, 9, 5), (3, 5, 4), (2,), "SAME"),
@@ -19,10 +20,17 @@ CASES = [  # input (N, spatial..., C), kernel (spatial..., I, O), strides, paddi
 ]
 
 
-def _lax_conv(x, w, strides, padding):
+def _dn(x):
   sp = "DHW"[3 - (x.ndim - 2):]
-  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=(f"N{sp}C", f"{sp}IO", f"N{sp}C"),
-                                  precision=lax.Precision.HIGHEST)
+  return (f"N{sp}C", f"{sp}IO", f"N{sp}C")
+
+
+def _lax_conv(x, w, strides, padding):
+  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=_dn(x), precision=lax.Precision.HIGHEST)
+
+
+def _explicit(x, w, strides, padding):
+  return make_spec(x, w, strides, padding, dimension_numbers=_dn(x)).padding
 
 
 @pytest.mark.parametrize("xs,ws,strides,padding", CASES)
@@ -30,7 +38,7 @@ def test_input_gradient_matches_lax_in_float64(xs, ws, strides, padding):
   rng = np.random.default_rng(0)
   with jax.enable_x64(True):
     x, w = rng.standard_normal(xs), rng.standard_normal(ws)
-    pads = explicit_padding(padding, xs[1:-1], ws[:-2], strides)
+    pads = _explicit(x, w, strides, padding)
     y, vjp = jax.vjp(lambda x: _lax_conv(x, w, strides, padding), x)
     dy = rng.standard_normal(y.shape)
     np.testing.assert_allclose(polyphase_input_grad(dy, w, x.shape, strides, pads), vjp(dy)[0], rtol=1e-12,
@@ -41,7 +49,7 @@ def test_input_gradient_matches_lax_in_float64(xs, ws, strides, padding):
 def test_strided_conv_value_and_gradients_match_lax_under_jit(xs, ws, strides, padding):
   rng = np.random.default_rng(1)
   x, w = jnp.asarray(rng.standard_normal(xs), jnp.float32), jnp.asarray(rng.standard_normal(ws), jnp.float32)
-  pads = explicit_padding(padding, xs[1:-1], ws[:-2], strides)
+  pads = _explicit(x, w, strides, padding)
   loss = lambda conv: jax.jit(jax.value_and_grad(lambda x, w: jnp.sum(jnp.sin(conv(x, w))), (0, 1)))
   mine = loss(lambda x, w: strided_conv(x, w, strides, pads))(x, w)
   ref = loss(lambda x, w: _lax_conv(x, w, strides, padding))(x, w)

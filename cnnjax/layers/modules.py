@@ -7,7 +7,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from cnnjax.layers.conv import conv_general_dilated
-from cnnjax.layers.polyphase import explicit_padding, strided_conv
+from cnnjax.layers._conv_spec import make_spec
+from cnnjax.layers.polyphase import strided_conv
 
 default_kernel_init = nn.initializers.lecun_normal()
 
@@ -57,8 +58,11 @@ class Conv(nn.Module):
                         self.param_dtype)
     dtype = self.dtype or jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    if self.impl == "xla" and jax.default_backend() == "cpu":
-      x = materialize(x)  # GPU/TPU fuse well, and a conditional there would wait on the host
+    # CPU-only speed paths: GPU/TPU fuse well, a conditional there would wait on the host, and they compile
+    # exactly what flax's Conv does.
+    cpu_xla = self.impl == "xla" and jax.default_backend() == "cpu"
+    if cpu_xla:
+      x = materialize(x)
     padding = self.padding
     if not isinstance(padding, str):
       padding = [(p, p) if isinstance(p, int) else tuple(p) for p in
@@ -67,15 +71,14 @@ class Conv(nn.Module):
         padding = padding * nd
     spatial = "".join("DHW"[3 - nd:])
     strides, lhs_dil, rhs_dil = tup(self.strides), tup(self.input_dilation), tup(self.kernel_dilation)
-    if (self.impl == "xla" and jax.default_backend() == "cpu" and max(strides) > 1 and self.precision is None
-        and max(lhs_dil + rhs_dil) == 1 and self.feature_group_count == 1):
-      # CPU: XLA's input gradient of a strided conv multiplies zeros; polyphase.py computes it without. Below
-      # an 8x8 output the phases' small convolutions lose to XLA's (measured, benchmarks/RESULTS.md).
-      pads = explicit_padding(padding, x.shape[1:-1], ks, strides)
-      out = [(n + lo + hi - k) // s + 1 for n, (lo, hi), k, s in zip(x.shape[1:-1], pads, ks, strides)]
-      if min(out) >= 8:
-        return self._add_bias(strided_conv(x, kernel, strides, pads), dtype)
     dn = lax.conv_dimension_numbers(x.shape, kernel.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+    if (cpu_xla and max(strides) > 1 and self.precision is None and max(lhs_dil + rhs_dil) == 1
+        and self.feature_group_count == 1):
+      # XLA's input gradient of a strided conv multiplies zeros; polyphase.py computes it without. Below an
+      # 8x8 output the phases' small convolutions lose to XLA's (measured, benchmarks/RESULTS.md).
+      spec = make_spec(x, kernel, strides, padding, dimension_numbers=dn)
+      if min(spec.out_spatial) >= 8:
+        return self._add_bias(strided_conv(x, kernel, strides, spec.padding), dtype)
     y = conv_general_dilated(x, kernel, strides, padding, lhs_dilation=lhs_dil, rhs_dilation=rhs_dil,
                              dimension_numbers=dn, feature_group_count=self.feature_group_count,
                              precision=self.precision, impl=self.impl)

@@ -13,20 +13,18 @@ import itertools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 
 def _conv(x, w, strides, padding):
   nd = x.ndim - 2
   sp = "DHW"[3 - nd:]
-  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=(f"N{sp}C", f"{sp}IO", f"N{sp}C"),
-                                  precision=None)
+  return lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=(f"N{sp}C", f"{sp}IO", f"N{sp}C"))
 
 
 def polyphase_input_grad(dy, w, input_shape, strides, padding):
   """d(conv(x, w, strides, padding)) / dx applied to dy, for NHWC x, HWIO w (any number of spatial axes),
-  explicit padding [(lo, hi), ...], no dilation, no groups; equal to `jax.vjp` of the convolution."""
+  explicit padding ((lo, hi), ...) (e.g. `_conv_spec.make_spec(...).padding`), no dilation, no groups; equal to `jax.vjp` of the convolution."""
   nd = len(strides)
   spatial = input_shape[1:-1]
   padded = [n + lo + hi for n, (lo, hi) in zip(spatial, padding)]
@@ -73,9 +71,3 @@ def _bwd(strides, padding, res, dy):
 
 strided_conv.defvjp(_fwd, _bwd)
 
-
-def explicit_padding(padding, input_shape, kernel_shape, strides):
-  """'SAME' / 'VALID' / [(lo, hi), ...] as explicit [(lo, hi), ...] pairs, as lax pads."""
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(input_shape, kernel_shape, strides, padding)
-  return tuple((int(lo), int(hi)) for lo, hi in padding)
