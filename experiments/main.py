@@ -40,9 +40,19 @@ def main(argv):
 
 
 def parse_flags(argv):
-  """absl's parser, but a misspelt `--config.key` ends with the key and the closest valid ones, no traceback."""
+  """absl's parser, but a misspelt `--config.key` ends with the key and the closest valid ones, and a bad config
+  file or preset with the config's own error, no traceback."""
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    if _CONFIG.value is not None:
+      _CONFIG.value.get("seed")  # a config file that failed to load raises here, not at parse time
+    return rest
+  except (flags.IllegalFlagValueError, OSError) as e:
+    # ml_collections embeds the config file's traceback in the message: keep its final error line.
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    where = "--config" if isinstance(e, OSError) or "config file" in str(e) else "flags"
+    sys.stderr.write(f"FATAL: bad {where}: {lines[-1]}\n")
+    sys.exit(2)
   except (AttributeError, KeyError, TypeError) as e:
     from cnnjax import config as config_lib
     spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)

@@ -30,6 +30,14 @@ def test_bad_value_and_unknown_model_are_clear(tmp_path):
   assert r.returncode != 0 and "resnet21" in r.stderr and "resnet20" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_unknown_preset_and_missing_config_file_are_clear(tmp_path):
+  r = _main("--config", "configs/resnet.py:cifar11", "--workdir", str(tmp_path), timeout=60)
+  assert r.returncode != 0 and "Traceback" not in r.stderr
+  assert "cifar11" in r.stderr and "cifar10" in r.stderr and "--config" in r.stderr
+  r = _main("--config", "configs/no_such.py", "--workdir", str(tmp_path), timeout=60)
+  assert r.returncode != 0 and "Traceback" not in r.stderr and "no_such.py" in r.stderr
+
+
 def test_overrides_reach_the_run(tmp_path):
   r = _main("--config", "configs/resnet.py", "--workdir", str(tmp_path), "--config.num_train_steps=2",
             "--config.dataset.image_size=8", "--config.model.width=0.25", "--config.learning_rate=0.05",
