@@ -1,44 +1,47 @@
-"""Checkpoints with Orbax: the train state and the data iterator's position, one step directory each.
+"""Checkpoints with Orbax: the train state, one step directory each, local or on a bucket.
 
-`workdir/checkpoints/<step>/` holds `state` (Orbax StandardSave of the TrainState pytree) and `data` (Grain's
-iterator state), saved together, so a resumed run sees exactly the batches an uninterrupted run would. Saving
-is asynchronous; Orbax writes into `<step>.orbax-checkpoint-tmp` and renames it when complete, so a kill
-mid-save leaves the previous step as the latest.
+`<workdir>/checkpoints/<step>/state` holds the TrainState pytree (Orbax StandardSave). The data position is not
+saved: the training stream is a deterministic function of the seed and the step (cnnjax.data.train_dataset's
+`start_step`), so a resumed run sees exactly the batches an uninterrupted one would, whatever its number of
+worker processes. Saving is asynchronous; Orbax finalises a step only when it is complete, so a kill mid-save
+leaves the previous step as the latest.
 
-Restoring walks from the newest step to the oldest: a step that cannot be restored (truncated or missing
-files, an empty directory) is reported and renamed `<step>.damaged-<n>` (kept for inspection, never deleted,
-and invisible to Orbax so it cannot shadow the steps saved after it). A checkpoint whose parameters do not
-match the model raises a ConfigError naming the differing parameters instead of falling back.
+Restoring walks from the newest step to the oldest and tells damage from everything else:
+- damage (an empty step directory, a missing or empty file, unreadable metadata, data that ends early): the
+  step is renamed `<step>.damaged-<n>` (kept, never deleted, invisible to Orbax) and the next older one tried;
+  with several processes they first agree that it is damaged, and process 0 renames it before anyone goes on;
+- anything else (a permission or I/O error, parameters that do not fit the model): `RestoreError` or
+  `ConfigError` naming the step, the cause and the fix; nothing is renamed.
 """
+import json
 import logging
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import flax
-import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
+from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
 
 log = logging.getLogger("cnnjax")
 
+# Messages of errors that mean the files themselves are bad (TensorStore status codes, JSON and file errors).
+_DAMAGE_MARKERS = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "Unexpected end", "Expecting value",
+                   "No such file", "checksum", "corrupt")
 
-def _shapes(tree) -> Dict[str, tuple]:
-  """{'params/stage1/.../kernel': shape} for a nested dict of arrays or array metadata."""
-  flat = {}
 
-  def visit(node, prefix):
-    if isinstance(node, (list, tuple)):
-      node = {str(i): v for i, v in enumerate(node)}
-    if isinstance(node, dict):
-      for k, v in node.items():
-        visit(v, f"{prefix}/{k}" if prefix else str(k))
-    elif hasattr(node, "shape"):
-      flat[prefix] = tuple(node.shape)
-  visit(tree, "")
-  return flat
+class RestoreError(RuntimeError):
+  """A checkpoint could not be read for a reason other than damage to its files; nothing was renamed."""
+
+
+def shapes(tree) -> Dict[str, tuple]:
+  """{'params/stage1/.../kernel': shape} for a pytree of arrays or array metadata."""
+  flat = flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(tree), sep="/")
+  return {k: tuple(v.shape) for k, v in flat.items() if hasattr(v, "shape")}
 
 
 def describe_mismatch(saved: Dict[str, tuple], expected: Dict[str, tuple], limit: int = 8) -> Optional[str]:
@@ -60,19 +63,65 @@ def describe_mismatch(saved: Dict[str, tuple], expected: Dict[str, tuple], limit
   return "; ".join(parts)
 
 
-def _state_metadata(path: str):
+def _state_metadata(path):
   """The saved train state's tree of array metadata (shapes, dtypes), read without restoring anything."""
   with ocp.PyTreeCheckpointer() as ckptr:
-    return ckptr.metadata(path).item_metadata.tree
+    return ckptr.metadata(epath.Path(path)).item_metadata.tree
+
+
+def damage(step_dir) -> Optional[str]:
+  """Why the files of a step directory are damaged, or None where they look whole (cheap: sizes and the
+  small metadata files, no array data)."""
+  step_dir = epath.Path(step_dir)
+  if not step_dir.exists() or not list(step_dir.iterdir()):
+    return "empty step directory"
+  state = step_dir / "state"
+  if not state.exists():
+    return "no state/ in the step directory"
+  for f in _files(state):
+    if f.is_file() and f.stat().length == 0:
+      return f"empty file {f}"
+    if f.name.startswith("_") and "METADATA" in f.name or f.suffix == ".json":
+      try:
+        json.loads(f.read_text())
+      except (ValueError, UnicodeDecodeError) as e:
+        return f"unreadable metadata {f} ({e})"
+  return None
+
+
+def _files(d):
+  """Every file below `d` (epath has no recursive glob for buckets)."""
+  for p in d.iterdir():
+    if p.is_dir():
+      yield from _files(p)
+    else:
+      yield p
+
+
+def _is_damage(e: BaseException) -> bool:
+  if isinstance(e, (FileNotFoundError, json.JSONDecodeError)):
+    return True
+  if isinstance(e, (PermissionError, ConfigError)):
+    return False
+  return any(m in str(e) for m in _DAMAGE_MARKERS)
+
+
+def _agree(code: int) -> int:
+  """The worst of every process's code (0 restored, 1 damaged, 2 another error): processes act alike."""
+  if jax.process_count() == 1:
+    return code
+  from jax.experimental import multihost_utils
+  return int(np.max(multihost_utils.process_allgather(np.int32(code))))
 
 
 class Manager:
 
-  def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+  def __init__(self, directory, *, max_to_keep: int = 3, async_save: bool = True):
+    self.directory = workdir_lib.path(directory)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=async_save)
     self._mgr = ocp.CheckpointManager(self.directory, options=options)
+    self.quarantined: List[str] = []
 
   def latest_step(self) -> Optional[int]:
     return self._mgr.latest_step()
@@ -80,58 +129,65 @@ class Manager:
   def all_steps(self):
     return sorted(self._mgr.all_steps())
 
-  def save(self, step: int, state: Any, data_iterator: Any = None, *, force: bool = True) -> bool:
-    items = {"state": ocp.args.StandardSave(state)}
-    if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-    return self._mgr.save(int(step), args=ocp.args.Composite(**items), force=force)
+  def save(self, step: int, state: Any, *, force: bool = True) -> bool:
+    return self._mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=force)
 
   def _check_compatible(self, step: int, state_template: Any) -> None:
-    """Raises ConfigError if step's saved parameters differ from the template's; errors reading the metadata
-    are left to the restore (and so to the damaged-checkpoint fallback)."""
+    """Raises ConfigError if step's saved parameters differ from the template's."""
     keep = lambda tree: {k: tree[k] for k in ("params", "batch_stats") if k in tree}
-    try:
-      saved = _shapes(keep(dict(_state_metadata(os.path.join(self.directory, str(step), "state")))))
-    except Exception:  # unreadable metadata: a damaged checkpoint, handled by restore's fallback
-      return
-    if not saved:
-      return
-    expected = _shapes(keep(flax.serialization.to_state_dict(state_template)))
-    problem = describe_mismatch(saved, expected)
-    if problem:
+    saved = shapes(keep(dict(_state_metadata(self.directory / str(step) / "state"))))
+    problem = describe_mismatch(saved, shapes(keep(flax.serialization.to_state_dict(state_template))))
+    if saved and problem:
       raise ConfigError(f"checkpoint step {step} in {self.directory} does not fit this model: {problem}. "
-                        f"Use another --workdir, or the config the checkpoint was written with.")
+                        f"Use another --workdir, the config the checkpoint was written with, or --restart.")
 
-  def _quarantine(self, step: int) -> str:
-    src = os.path.join(self.directory, str(step))
+  def _quarantine(self, step: int, why: str) -> None:
+    """Renames a damaged step (process 0), then every process waits for that before going on."""
+    src = self.directory / str(step)
     n = 0
-    while os.path.exists(dst := f"{src}.damaged-{n}"):
+    while (dst := self.directory / f"{step}.damaged-{n}").exists():
       n += 1
-    if jax.process_index() == 0 and os.path.exists(src):
-      os.rename(src, dst)
+    if jax.process_index() == 0 and src.exists():
+      src.rename(dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices(f"cnnjax quarantine {step}")
     self._mgr.reload()
-    return dst
+    self.quarantined.append(str(dst))
+    log.warning("checkpoint step %d cannot be restored (%s); moved it to %s and trying an older one",
+                step, why, dst)
 
-  def restore(self, state_template: Any, data_iterator: Any = None, step: Optional[int] = None
-              ) -> Tuple[Optional[Any], Optional[int]]:
-    """Restores the newest restorable step (or `step`) into the template's structure and shardings, and the
-    data iterator in place. Returns (state, step), or (None, None) when no checkpoint restores; in that case
-    the data iterator may have been moved and must be recreated."""
-    steps = [step] if step is not None else sorted(self._mgr.all_steps(), reverse=True)
-    for s in steps:
-      self._check_compatible(s, state_template)
-      items = {"state": ocp.args.StandardRestore(state_template)}
-      if data_iterator is not None:
-        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-      try:
-        restored = self._mgr.restore(s, args=ocp.args.Composite(**items))
-      except Exception as e:  # Orbax reports damage as many types (KeyError, ValueError, NOT_FOUND, ...)
-        moved = self._quarantine(s)
-        log.warning("checkpoint step %d cannot be restored (%s: %s); moved it to %s and trying an older one",
-                    s, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "", moved)
+  def _restore_step(self, step: int, state_template: Any) -> Tuple[int, Any, str]:
+    """(code, state, why): code 0 restored, 1 damaged, 2 another error (see _agree)."""
+    why = damage(self.directory / str(step))
+    if why:
+      return 1, None, why
+    try:
+      self._check_compatible(step, state_template)
+      restored = self._mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(state_template)))
+    except ConfigError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      why = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+      return (1 if _is_damage(e) else 2), None, why
+    return 0, restored["state"], ""
+
+  def restore(self, state_template: Any, step: Optional[int] = None) -> Tuple[Optional[Any], Optional[int]]:
+    """Restores the newest restorable step (or `step`) into the template's structure and shardings.
+    Returns (state, step), or (None, None) when no step restores (damaged ones are in `quarantined`)."""
+    for s in [step] if step is not None else sorted(self._mgr.all_steps(), reverse=True):
+      code, state, why = self._restore_step(s, state_template)
+      code = _agree(code)
+      if code == 2:
+        raise RestoreError(
+            f"checkpoint step {s} in {self.directory} could not be read: {why or 'on another process'}. This "
+            f"is not damage to its files, so nothing was moved: fix the cause (permissions, storage, "
+            f"credentials) and run the same command again.")
+      if code == 1:
+        self._quarantine(s, why or "damaged on another process")
         continue
       log.info("restored checkpoint step %d from %s", s, self.directory)
-      return restored["state"], s
+      return state, s
     return None, None
 
   def wait(self) -> None:
@@ -141,18 +197,18 @@ class Manager:
     self._mgr.close()
 
 
-def load_numpy(directory: str, step: Optional[int] = None) -> Tuple[Dict[str, Any], int]:
+def load_numpy(directory, step: Optional[int] = None) -> Tuple[Dict[str, Any], int]:
   """The train state of a checkpoint as nested dicts of numpy arrays, on any machine (no template, no
   devices needed): for notebooks, tools and tests. `directory` is a workdir or its checkpoints/ folder."""
-  if os.path.isdir(os.path.join(directory, "checkpoints")):
-    directory = os.path.join(directory, "checkpoints")
-  directory = os.path.abspath(directory)
+  directory = workdir_lib.path(directory)
+  if (directory / "checkpoints").is_dir():
+    directory = directory / "checkpoints"
   if step is None:
-    steps = [int(d) for d in os.listdir(directory) if d.isdigit()] if os.path.isdir(directory) else []
+    steps = [int(d.name) for d in directory.iterdir() if d.name.isdigit()] if directory.is_dir() else []
     if not steps:
       raise FileNotFoundError(f"no checkpoint in {directory}")
     step = max(steps)
-  path = os.path.join(directory, str(step), "state")
+  path = directory / str(step) / "state"
   meta = _state_metadata(path)
   with ocp.PyTreeCheckpointer() as ckptr:
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)

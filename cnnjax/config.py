@@ -1,7 +1,7 @@
-"""Config checks that run before anything compiles, and the config's JSON copy in the workdir."""
+"""Config checks that run before anything compiles, and the fields a resumed run may change."""
 import json
-import os
 
+import flax
 import jax
 
 from cnnjax.errors import ConfigError
@@ -61,24 +61,6 @@ def model_options(config) -> dict:
   return opts
 
 
-def save_json(config, workdir: str) -> str:
-  """Writes workdir/config.json atomically; returns its path."""
-  path = os.path.join(workdir, "config.json")
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)
-  return path
-
-
-def load_json(workdir: str):
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
 def flat_keys(config, prefix: str = ""):
   """All dotted field paths of a ConfigDict ('model.name', ...)."""
   keys = []
@@ -125,14 +107,8 @@ RESUME_SAFE = ("num_epochs", "num_train_steps", "log_every_steps", "eval_every_s
                "dataset.prefetch", "distributed.", "parallel.")
 
 
-def _flatten(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
+def _flatten(d) -> dict:
+  return flax.traverse_util.flatten_dict(d, sep=".")
 
 
 def resume_differences(saved: dict, config) -> list:

@@ -19,9 +19,9 @@ from typing import List
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from cnnjax.layers import BatchNorm
+from cnnjax.models import init_variables
 
 
 def _count(tree):
@@ -71,14 +71,8 @@ def layer_table(model, input_shape) -> List[dict]:
     rows.append(row)
     return out
 
-  x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-
-  def trace():
-    with nn.intercept_methods(interceptor):
-      variables = model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-                             jnp.zeros(x.shape), train=False)
-    return variables
-  variables = jax.eval_shape(trace)
+  with nn.intercept_methods(interceptor):
+    variables = init_variables(model, input_shape, abstract=True)
   return rows, _count(variables["params"])
 
 

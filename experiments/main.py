@@ -17,20 +17,32 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config copy.")
 _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
                                   "Resume a workdir even though the config's model, data or optimizer changed.")
+_RESTART = flags.DEFINE_bool("restart", False,
+                             "Start again from step 0 in a workdir that holds a run: the previous attempt's files "
+                             "are moved to <workdir>/previous/<n>/ (kept).")
 flags.mark_flags_as_required(["config", "workdir"])
+
+EXIT_BUSY = 4  # another process holds the workdir
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from cnnjax import checkpoint, workdir
   from cnnjax.errors import ConfigError
   from cnnjax.train import loop  # imports jax after absl has parsed flags
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax and Grain log every save at INFO
   logging.getLogger("cnnjax").setLevel(logging.INFO)
   try:
-    loop.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value)
+    loop.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value, restart=_RESTART.value)
   except ConfigError as e:
     raise app.UsageError(str(e)) from None
+  except workdir.WorkdirBusyError as e:
+    sys.stderr.write(f"FATAL: {e}\n")
+    sys.exit(EXIT_BUSY)
+  except checkpoint.RestoreError as e:
+    sys.stderr.write(f"FATAL: {e}\n")
+    sys.exit(1)
   except loop.NonFiniteError as e:
     sys.stderr.write(f"FATAL: {e}\n")
     sys.exit(1)

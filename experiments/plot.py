@@ -8,46 +8,38 @@ metrics per run). DIR defaults to the first argument. With --filters, each workd
 first convolution's filters of its newest checkpoint.
 """
 import argparse
+import io
 import json
-import os
 import sys
 
-from cnnjax import metrics
+import flax
+
+from cnnjax import workdir as workdir_lib
+
+M = workdir_lib.METRICS
 
 
 def find_workdirs(paths):
+  """The workdirs among `paths` and their sub-folders (local or URLs), as epath.Paths."""
   out = []
-  for p in paths:
-    if os.path.exists(os.path.join(p, "metrics.jsonl")):
+  for p in map(workdir_lib.path, paths):
+    if (p / M).exists():
       out.append(p)
-    elif os.path.isdir(p):
-      out.extend(sorted(os.path.join(p, d) for d in os.listdir(p)
-                        if os.path.exists(os.path.join(p, d, "metrics.jsonl"))))
+    elif p.is_dir():
+      out.extend(sorted(d for d in p.iterdir() if (d / M).exists()))
     else:
-      raise SystemExit(f"error: {p!r} is neither a workdir (no metrics.jsonl) nor a folder of workdirs")
-  return out
-
-
-def _flat(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[prefix + k] = json.dumps(v) if isinstance(v, (list, dict)) else v
+      raise SystemExit(f"error: {str(p)!r} is neither a workdir (no {M}) nor a folder of workdirs")
   return out
 
 
 def labels(workdirs):
   """{workdir: 'name=resnet56, residual=False, ...'} from the config fields that differ between runs."""
-  cfgs = {}
-  for w in workdirs:
-    path = os.path.join(w, "config.json")
-    cfgs[w] = _flat(json.load(open(path))) if os.path.exists(path) else {}
+  cfgs = {w: flax.traverse_util.flatten_dict(workdir_lib.read_json(w / workdir_lib.CONFIG) or {}, sep=".")
+          for w in workdirs}
   keys = sorted({k for c in cfgs.values() for k in c})
   varying = [k for k in keys if k != "sweep" and len({json.dumps(c.get(k), sort_keys=True) for c in cfgs.values()}) > 1]
   if not varying:
-    return {w: os.path.basename(os.path.normpath(w)) for w in workdirs}, {}
+    return {w: w.name for w in workdirs}, {}
   return ({w: ", ".join(f"{k.split('.')[-1]}={cfgs[w].get(k)}" for k in varying) for w in workdirs},
           {w: {k: cfgs[w].get(k) for k in varying} for w in workdirs})
 
@@ -62,7 +54,7 @@ def plot(workdirs, out_dir, x="epoch"):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   names, fields = labels(workdirs)
-  data = {w: metrics.read_jsonl(os.path.join(w, "metrics.jsonl")) for w in workdirs}
+  data = {w: workdir_lib.read_jsonl(w / M) for w in workdirs}
   fig, axes = plt.subplots(2, 2, figsize=(14, 10))
   panels = [("train", "loss", "training loss", True), ("train", "error", "training error (top-1)", False),
             ("eval", "top1", "test top-1 error", False), ("eval", "top5", "test top-5 error", False)]
@@ -84,11 +76,19 @@ def plot(workdirs, out_dir, x="epoch"):
   axes.flat[0].legend(fontsize=8, loc="upper right")
   fig.suptitle(f"{len(workdirs)} runs: " + ", ".join(sorted({k.split('.')[-1] for f in fields.values() for k in f})))
   fig.tight_layout()
-  os.makedirs(out_dir, exist_ok=True)
-  png = os.path.join(out_dir, "curves.png")
-  fig.savefig(png, dpi=110)
-  plt.close(fig)
+  png = workdir_lib.path(out_dir) / "curves.png"
+  save_png(fig, png, dpi=110)
   return png
+
+
+def save_png(fig, path, dpi=100) -> None:
+  """Saves and closes a matplotlib figure at `path`, local or a URL."""
+  import matplotlib.pyplot as plt
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=dpi)
+  plt.close(fig)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(buf.getvalue())
 
 
 def first_conv_kernel(params):
@@ -125,9 +125,8 @@ def plot_filters(workdir, out_png):
       f = (f - f.min()) / (f.max() - f.min() + 1e-12)
       ax.imshow(f[..., 0] if f.shape[-1] != 3 else f, cmap="gray" if f.shape[-1] != 3 else None,
                 interpolation="nearest")
-  fig.suptitle(f"first-layer filters, step {step}\n{os.path.basename(os.path.normpath(workdir))}", fontsize=8)
-  fig.savefig(out_png, dpi=100)
-  plt.close(fig)
+  fig.suptitle(f"first-layer filters, step {step}\n{workdir_lib.path(workdir).name}", fontsize=8)
+  save_png(fig, workdir_lib.path(out_png))
   return out_png
 
 
@@ -136,7 +135,7 @@ def table(workdirs):
   rows = ["| run | steps | final train loss | final train error | final test top-1 | final test top-5 | "
           "best test top-1 (step) |", "|---|---|---|---|---|---|---|"]
   for w in workdirs:
-    es = metrics.read_jsonl(os.path.join(w, "metrics.jsonl"))
+    es = workdir_lib.read_jsonl(w / M)
     tr = [e for e in es if e["split"] == "train"]
     ev = [e for e in es if e["split"] == "eval" and isinstance(e.get("top1"), (int, float))]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else str(v)
@@ -160,14 +159,13 @@ def main(argv=None):
     raise SystemExit(f"error: no workdirs with metrics.jsonl under {a.paths}")
   out = a.out or a.paths[0]
   png = plot(workdirs, out, a.x)
-  md = os.path.join(out, "results.md")
-  with open(md, "w") as f:
-    f.write(table(workdirs))
+  md = workdir_lib.path(out) / "results.md"
+  md.write_text(table(workdirs))
   print(f"wrote {png} and {md} ({len(workdirs)} runs)")
   if a.filters:
     for w in workdirs:
-      if os.path.isdir(os.path.join(w, "checkpoints")):
-        print("wrote", plot_filters(w, os.path.join(w, "filters.png")))
+      if (w / "checkpoints").is_dir():
+        print("wrote", plot_filters(w, w / "filters.png"))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,13 @@ import itertools
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from cnnjax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with a `sweep` field.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs' workdirs.")
@@ -40,16 +43,17 @@ def grid(sweep):
   return runs
 
 
-def status(workdir: str) -> str:
-  if os.path.exists(os.path.join(workdir, "final_metrics.json")):
+def status(workdir) -> str:
+  workdir = workdir_lib.path(workdir)
+  if (workdir / workdir_lib.FINAL).exists():
     return "done"
-  if os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if (workdir / "checkpoints").is_dir():
     return "partial"
   return "new"
 
 
 def command(config_spec, workdir, settings, extra):
-  return [sys.executable, "-m", "experiments.main", "--config", config_spec, "--workdir", workdir,
+  return [sys.executable, "-m", "experiments.main", "--config", config_spec, "--workdir", str(workdir),
           *[f"--config.{k}={v}" for k, v in settings.items()], *extra]
 
 
@@ -65,8 +69,9 @@ def main(argv):
   spec = config_flags.get_config_filename(flags.FLAGS["config"])
   extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
   todo = []
+  parent = workdir_lib.path(_WORKDIR.value)
   for name, settings in runs:
-    wd = os.path.join(_WORKDIR.value, name)
+    wd = parent / name
     st = status(wd)
     print(f"{st:8s} {wd}")
     if st != "done":
@@ -74,12 +79,14 @@ def main(argv):
   if _DRY.value or not todo:
     print(f"{len(todo)} of {len(runs)} runs to train" + (" (dry run)" if _DRY.value else ""))
     return
-  os.makedirs(_WORKDIR.value, exist_ok=True)
+  parent.mkdir(parents=True, exist_ok=True)
+  # A run's output goes to <name>.log beside its workdir; for a bucket, to a local file copied up at the end.
+  logs = parent if not workdir_lib.is_url(parent) else workdir_lib.path(tempfile.mkdtemp(prefix="sweep-logs-"))
   running, failed = [], []
   while todo or running:
     while todo and len(running) < _WORKERS.value:
       name, cmd = todo.pop(0)
-      log = open(os.path.join(_WORKDIR.value, f"{name}.log"), "a")
+      log = open(logs / f"{name}.log", "a")
       print(f"start    {name}", flush=True)
       running.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.time()))
     time.sleep(1)
@@ -88,6 +95,8 @@ def main(argv):
       if proc.poll() is not None:
         running.remove(item)
         log.close()
+        if logs != parent:
+          (parent / f"{name}.log").write_bytes((logs / f"{name}.log").read_bytes())
         print(f"{'finished' if proc.returncode == 0 else f'FAILED({proc.returncode})'} {name} "
               f"({time.time() - t0:.0f} s)", flush=True)
         if proc.returncode != 0:

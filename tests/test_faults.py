@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from cnnjax import checkpoint, metrics
+from cnnjax.workdir import read_jsonl
+from cnnjax import checkpoint
 from cnnjax.errors import ConfigError
 from cnnjax.train import loop
 from tests import _runner
@@ -22,7 +23,7 @@ LONG = ["--config.num_train_steps=40", "--config.checkpoint_every_steps=4", "--c
 
 
 def _train_entries(workdir):
-  return [(e["step"], e["loss"]) for e in metrics.read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+  return [(e["step"], e["loss"]) for e in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
           if e["split"] == "train"]
 
 
@@ -42,7 +43,7 @@ def _assert_same_run(a, b, split_window_at=None):
   else:
     window = lambda s: abs(s - split_window_at) < 2      # LONG logs every 2 steps
     assert [e for e in tb if not window(e[0])] == [e for e in ta if not window(e[0])]
-  ev = lambda w: [(e["step"], e["top1"]) for e in metrics.read_jsonl(os.path.join(w, "metrics.jsonl"))
+  ev = lambda w: [(e["step"], e["top1"]) for e in read_jsonl(os.path.join(w, "metrics.jsonl"))
                   if e["split"] == "eval"]
   assert ev(b) == ev(a)
 
@@ -126,7 +127,7 @@ def test_nonfinite_skip_counts_and_stops_after_too_many(tmp_path):
                   eval_every_steps=8, on_nonfinite="skip", max_consecutive_nonfinite=20, lr_schedule="constant",
                   **{"model.norm": "none"})
   loop.run(c, str(tmp_path / "skip"))
-  entries = [e for e in metrics.read_jsonl(str(tmp_path / "skip" / "metrics.jsonl")) if e["split"] == "train"]
+  entries = [e for e in read_jsonl(str(tmp_path / "skip" / "metrics.jsonl")) if e["split"] == "train"]
   assert [e["nonfinite_steps"] for e in entries] == [1, 2, 2, 2]  # steps 2..8 skipped
   for step in checkpoint.Manager(str(tmp_path / "skip" / "checkpoints")).all_steps():
     state, _ = checkpoint.load_numpy(str(tmp_path / "skip"), step)
@@ -179,11 +180,11 @@ def test_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
   path = tmp_path / "metrics.jsonl"
   with open(path, "a") as f:
     f.write('{"step": 3, "split": "train", "lo')  # a crash in the middle of a write
-  assert [e["step"] for e in metrics.read_jsonl(str(path))] == [2]
+  assert [e["step"] for e in read_jsonl(str(path))] == [2]
   loop.run(c, str(tmp_path))
   lines = path.read_text().splitlines()
   assert all(line.endswith("}") for line in lines)
-  assert [e["step"] for e in metrics.read_jsonl(str(path)) if e["split"] == "train"] == [2, 4]
+  assert [e["step"] for e in read_jsonl(str(path)) if e["split"] == "train"] == [2, 4]
 
 
 @pytest.mark.parametrize("override, message", [

@@ -21,7 +21,7 @@ def test_recipes():
 @pytest.mark.parametrize("preset", ["1pct", "10pct", "imagenette"])
 def test_preset_trains_and_evaluates_top5_under_mock_data(tmp_path, preset):
   import tensorflow_datasets as tfds
-  from cnnjax import metrics
+  from cnnjax.workdir import read_jsonl
   from cnnjax.train import loop
   c = imagenet_subset.get_config(preset)
   c.model.width = 0.0625              # the real ResNet-50 wiring, 1/16 of the filters
@@ -36,6 +36,6 @@ def test_preset_trains_and_evaluates_top5_under_mock_data(tmp_path, preset):
        mock.patch.object(tfds.core.DatasetBuilder, "is_prepared", return_value=True):
     last = loop.run(c, str(tmp_path))
   assert np.isfinite(last["train"]["loss"])
-  ev = [e for e in metrics.read_jsonl(str(tmp_path / "metrics.jsonl")) if e["split"] == "eval"]
+  ev = [e for e in read_jsonl(str(tmp_path / "metrics.jsonl")) if e["split"] == "eval"]
   assert ev and all(e["count"] == 10 for e in ev) and all(0 <= e["top5"] <= 1 for e in ev)
   assert last["eval"]["top5"] >= last["eval"]["top1"]

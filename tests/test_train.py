@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from cnnjax import checkpoint, metrics
+from cnnjax.workdir import read_jsonl
+from cnnjax import checkpoint
 from cnnjax.train import loop
 from tests.conftest import tiny_config
 
@@ -25,7 +26,7 @@ def test_few_steps_loss_goes_down_and_outputs_are_written(tmp_path):
   c = tiny_config(num_train_steps=12, log_every_steps=3, eval_every_steps=6, checkpoint_every_steps=6,
                   learning_rate=0.1)
   last = loop.run(c, str(tmp_path))
-  entries = metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))
+  entries = read_jsonl(str(tmp_path / "metrics.jsonl"))
   train = [e for e in entries if e["split"] == "train"]
   evals = [e for e in entries if e["split"] == "eval"]
   assert [e["step"] for e in train] == [3, 6, 9, 12]
@@ -74,8 +75,8 @@ def test_stop_and_resume_equals_straight_run(tmp_path):
   _, b = _final_params(str(tmp_path / "resumed"), c)
   jax.tree.map(np.testing.assert_array_equal, a, b)
   # metrics.jsonl of the resumed run has each step once, and equals the straight run's losses.
-  ma = [e for e in metrics.read_jsonl(str(tmp_path / "straight" / "metrics.jsonl")) if e["split"] == "train"]
-  mb = [e for e in metrics.read_jsonl(str(tmp_path / "resumed" / "metrics.jsonl")) if e["split"] == "train"]
+  ma = [e for e in read_jsonl(str(tmp_path / "straight" / "metrics.jsonl")) if e["split"] == "train"]
+  mb = [e for e in read_jsonl(str(tmp_path / "resumed" / "metrics.jsonl")) if e["split"] == "train"]
   assert [e["step"] for e in mb] == [e["step"] for e in ma]
   np.testing.assert_array_equal([e["loss"] for e in mb], [e["loss"] for e in ma])
 
@@ -83,9 +84,9 @@ def test_stop_and_resume_equals_straight_run(tmp_path):
 def test_rerun_of_finished_run_does_nothing_more(tmp_path):
   c = tiny_config(num_train_steps=3)
   loop.run(c, str(tmp_path))
-  n = len(metrics.read_jsonl(str(tmp_path / "metrics.jsonl")))
+  n = len(read_jsonl(str(tmp_path / "metrics.jsonl")))
   loop.run(c, str(tmp_path))
-  assert len(metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))) == n
+  assert len(read_jsonl(str(tmp_path / "metrics.jsonl"))) == n
 
 
 def test_steps_run_under_a_transfer_guard(tmp_path, monkeypatch):
@@ -96,4 +97,4 @@ def test_steps_run_under_a_transfer_guard(tmp_path, monkeypatch):
   with pytest.raises(Exception, match="[Dd]isallowed host-to-device transfer"):
     loop.run(tiny_config(num_train_steps=2, log_every_steps=1), str(tmp_path))
   path = tmp_path / "metrics.jsonl"
-  assert not path.exists() or not metrics.read_jsonl(str(path)), "the first train step ran unguarded"
+  assert not path.exists() or not read_jsonl(str(path)), "the first train step ran unguarded"

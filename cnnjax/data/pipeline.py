@@ -4,8 +4,9 @@ Training: source -> seed -> shuffle -> repeat (a fresh order every epoch) -> per
 this process's shard -> batch -> read threads -> worker processes (`dataset.num_workers`, optional).
 Augmentation is applied before sharding, so an example's augmentation depends only on the seed and its position
 in the global stream, and global batch k is the same set of examples for one process or N: process p takes
-positions p, p+N, p+2N, ... of the stream, reading (lazily) only those. The iterator's state is checkpointed
-with the train state (`get_state`/`set_state`; see cnnjax.checkpoint), with or without worker processes.
+positions p, p+N, p+2N, ... of the stream, reading (lazily) only those. Batch k is therefore a function of the
+seed and k alone: a run resumed at step k starts the stream at batch k (`start_step`), whatever its number of
+worker processes, and nothing about the iterator needs to be checkpointed.
 
 Evaluation: the source is padded to a multiple of the global eval batch with masked copies of example 0, so
 every example is visited exactly once and every process runs the same number of batches.
@@ -66,14 +67,16 @@ def _mark_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def train_dataset(config, source, info, *, process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
-  """The endless training stream of this process's local batches (global batch / process count)."""
+def train_dataset(config, source, info, *, process_index: int = 0, process_count: int = 1,
+                  start_step: int = 0) -> grain.IterDataset:
+  """The endless training stream of this process's local batches (global batch / process count), from global
+  batch `start_step` on."""
   d = config.dataset
   _check_shard(process_index, process_count)
   local_batch = _local_batch(config.batch_size, "batch_size", process_count)
   ds = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat()
   ds = ds.random_map(preprocess(d, info, d.augment))
-  ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)
+  ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)[start_step:]
   it = ds.to_iter_dataset(_read_options(d))
   if d.num_workers > 0:
     _mark_flags_parsed()

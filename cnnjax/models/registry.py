@@ -60,3 +60,14 @@ def _lookup(name: str):
     raise ConfigError(f"unknown model {name!r}.{hint} Known models: {sorted(_REGISTRY)}")
   return _REGISTRY[name]
 
+
+
+def init_variables(model: nn.Module, input_shape, rng=None, *, abstract: bool = False):
+  """`model.init` (params and dropout keys from `rng`) on a zero batch of one `input_shape` example, in eval
+  mode; `abstract=True` traces shapes only, with no compute."""
+  import jax
+  import jax.numpy as jnp
+  rng = jax.random.PRNGKey(0) if rng is None else rng
+  init = lambda: model.init({"params": rng, "dropout": rng}, jnp.zeros((1, *input_shape), jnp.float32),
+                            train=False)
+  return jax.eval_shape(init) if abstract else init()

@@ -2,30 +2,35 @@
 
 Everything it needs comes from the config; it holds no global state. The same function runs on one CPU, on a
 GPU host and on every process of a multi-host TPU slice (batches are global jax.Arrays over the 'data' mesh
-axis; only process 0 writes metrics). Faults it handles (README, "Faults"): a kill at any moment (resume from
-the last complete checkpoint, bit for bit), SIGTERM/SIGINT (checkpoint now, exit with EXIT_PREEMPTED),
-non-finite losses or gradients (config.on_nonfinite), damaged checkpoints (fall back to an older one), and a
-config that changed under a workdir (refuse unless allowed).
+axis; only process 0 writes to the workdir, which may be a bucket URL). `setup` builds one `Run` (lock, data,
+model, state restored or initialised, compiled steps, writers); `run` is the loop; the periodic actions
+(`TrainLog`, `evaluate`, checkpointing, preemption) are small pieces of their own. Faults it handles (README,
+"Faults"): kills, SIGTERM/SIGINT, non-finite steps, damaged checkpoints, a second launch on the same workdir,
+a config changed under a workdir.
 """
+import dataclasses
 import hashlib
+import json
 import logging
-import os
 import signal
 import sys
+import threading
 import time
-from typing import Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import checkpoint, data, metrics, models, parallel
 from cnnjax import config as config_lib
+from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
 from cnnjax.train import optim, state as state_lib, steps
 
 log = logging.getLogger("cnnjax")
 
-FINAL = "final_metrics.json"  # written once a run reaches its last step: {"step", "train": {...}, "eval": {...}}
+FINAL = workdir_lib.FINAL  # written once a run reaches its last step: {"step", "train": {...}, "eval": {...}}
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run the command again
 
 
@@ -43,17 +48,18 @@ class NonFiniteError(RuntimeError):
 
 
 class _SignalFlag:
-  """Records SIGTERM/SIGINT instead of dying, so the loop can save first. Restores the old handlers on exit."""
+  """Records SIGTERM/SIGINT instead of dying, so the loop can save first. With several processes JAX's
+  preemption service owns SIGTERM, and a Ctrl-C is turned into a SIGTERM to this process so that every process
+  agrees on the step to save at (see `_should_stop`). Restores the old handlers on exit."""
 
   def __init__(self):
     self.signum = None
     self._old = {}
 
   def __enter__(self):
-    import threading
-    # With several processes, JAX's preemption service owns SIGTERM (see _should_stop).
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      for s in (signal.SIGTERM, signal.SIGINT):
+    if threading.current_thread() is threading.main_thread():
+      own = (signal.SIGTERM, signal.SIGINT) if jax.process_count() == 1 else (signal.SIGINT,)
+      for s in own:
         self._old[s] = signal.signal(s, self._handle)
     return self
 
@@ -61,6 +67,9 @@ class _SignalFlag:
     if self.signum is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop at once
       raise KeyboardInterrupt
     self.signum = signum
+    if jax.process_count() > 1:
+      import os
+      os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier, which tells the other processes
 
   def __exit__(self, *exc):
     for s, h in self._old.items():
@@ -79,12 +88,6 @@ def _should_stop(sig: _SignalFlag, step: int) -> bool:
   return False
 
 
-def _progress(total: int, initial: int, enabled: bool):
-  from tqdm.auto import tqdm
-  return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1,
-              disable=(not enabled) or (not sys.stderr.isatty()), leave=True)
-
-
 def fingerprint(tree) -> str:
   """A short hash of this process's copy of a pytree of arrays (equal copies have equal fingerprints)."""
   h = hashlib.sha256()
@@ -94,56 +97,118 @@ def fingerprint(tree) -> str:
   return h.hexdigest()[:16]
 
 
+def check_model_input(model, input_shape, config) -> None:
+  """Traces the model (no compute) so that a bad model option or a too-small image fails before compiling,
+  each with its own message: only a model that builds at a large input and not at this one is 'too small'."""
+  try:
+    models.init_variables(model, input_shape, abstract=True)
+    return
+  except Exception as small:  # pylint: disable=broad-except
+    first_line = str(small).splitlines()[0][:300] if str(small) else type(small).__name__
+    error = small
+  try:
+    models.init_variables(model, (512, 512, input_shape[-1]), abstract=True)
+  except Exception:  # pylint: disable=broad-except
+    raise ConfigError(f"config.model ({config.model.name!r}) cannot be built: {first_line}") from error
+  raise ConfigError(f"config.dataset.image_size={config.dataset.image_size} is too small for model "
+                    f"{config.model.name!r} (input {input_shape}; it builds at 512x512): {first_line}. "
+                    f"Use a larger image size.") from None
+
+
 def evaluate(eval_step, state, eval_ds, sharding) -> Dict[str, float]:
   """Runs `eval_step` over every batch of `eval_ds` and returns mean loss, top-1 and top-5 accuracy."""
   sums = None
   for batch in eval_ds:
     batch = parallel.global_batch(batch, sharding)
-    with jax.transfer_guard("disallow"):  # the step must not copy to or from the host (issue 9)
+    with jax.transfer_guard("disallow"):  # the step must not copy to or from the host
       out = eval_step(state, batch)
     sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
   return metrics.summarize([jax.device_get(sums)])
 
 
-def _check_resume_config(config, workdir: str, allow_config_change: bool) -> None:
-  saved = config_lib.load_json(workdir)
-  if saved is None or not os.path.isdir(os.path.join(workdir, "checkpoints")):
-    return
-  diffs = config_lib.resume_differences(saved, config)
-  if diffs and not allow_config_change:
-    raise ConfigError(f"{workdir} holds a run with another config; resuming it would mix two experiments. "
-                      f"Differences:\n  " + "\n  ".join(diffs) +
-                      "\nUse a new --workdir, or pass --allow_config_change to resume anyway.")
-  if diffs:
-    log.warning("resuming with a changed config (allowed): %s", "; ".join(diffs))
+@dataclasses.dataclass
+class Run:
+  """Everything one training run needs, built by `setup`."""
+  config: Any
+  workdir: Any                      # epath.Path
+  is_chief: bool
+  lock: Optional[workdir_lib.Lock]  # held by process 0
+  steps_per_epoch: int
+  total_steps: int
+  start_step: int
+  state: Any
+  train_step: Callable
+  eval_step: Callable
+  make_train_iter: Callable[[int], Any]  # start step -> iterator of local batches
+  eval_ds: Any
+  batch_sharding: Any
+  ckpt: checkpoint.Manager
+  writer: workdir_lib.MetricsWriter
+
+  def every(self, v: int) -> int:
+    return self.steps_per_epoch if v == -1 else v
+
+  def close(self) -> None:
+    self.ckpt.wait()
+    self.ckpt.close()
+    self.writer.close()
+    if self.lock is not None:
+      self.lock.release()
 
 
-def _check_model_input(model, input_shape, config) -> None:
-  """Traces the model at the configured input size (no compute) so a too-small image fails before compiling."""
+def _take_workdir(config, workdir, *, restart: bool, allow_config_change: bool, is_chief: bool):
+  """Locks the workdir (process 0), moves a previous attempt aside on `restart`, and checks that a resumed
+  run has the same config. Returns the lock."""
+  lock = None
+  if is_chief:
+    lock = workdir_lib.Lock(workdir).acquire()
+    if lock.previous:
+      log.warning("took over the lock of %s, left by pid %s on %s, which is no longer running", workdir,
+                  lock.previous.get("pid"), lock.previous.get("host"))
   try:
-    jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-                                      jax.numpy.zeros((1, *input_shape)), train=False))
-  except (TypeError, ValueError, ZeroDivisionError) as e:
-    raise ConfigError(f"config.dataset.image_size={config.dataset.image_size} does not fit model "
-                      f"{config.model.name!r} (input {input_shape}): {str(e).splitlines()[0][:300]}. "
-                      f"Use a larger image size.") from None
+    if restart and is_chief:
+      moved = workdir_lib.move_aside(workdir)
+      if moved:
+        log.warning("--restart: moved the previous attempt to %s (kept)", moved)
+    if restart and jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("cnnjax restart")
+    saved = workdir_lib.read_json(workdir / workdir_lib.CONFIG)
+    diffs = workdir_lib.check_resume_config(saved, config, workdir, allow_config_change)
+    if diffs:
+      log.warning("resuming with a changed config (allowed): %s", "; ".join(diffs))
+  except BaseException:
+    if lock is not None:
+      lock.release()
+    raise
+  return lock
 
 
-def run(config, workdir: str, *, stop_after_steps: Optional[int] = None,
-        allow_config_change: bool = False) -> Dict[str, Dict[str, float]]:
-  """Trains `config` in `workdir` (resuming from its latest checkpoint). Returns the last train/eval metrics.
+def _restore_or_init(config, workdir, ckpt, create, state_sharding):
+  """The run's own newest restorable checkpoint, else a fresh state. A workdir whose checkpoints all fail to
+  restore never starts again from step 0 silently."""
+  template = jax.eval_shape(create, jax.random.PRNGKey(config.seed))
+  template = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), template,
+                          state_sharding)
+  restored, start_step = ckpt.restore(template)
+  if restored is not None:
+    return restored, start_step
+  if ckpt.quarantined:
+    raise ConfigError(f"no checkpoint in {workdir} could be restored; the damaged ones were moved aside "
+                      f"({', '.join(ckpt.quarantined)}). Pass --restart to start again from step 0 (the "
+                      f"previous attempt is moved to previous/, kept).")
+  return jax.jit(create, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed)), 0
 
-  `stop_after_steps` ends the run early, with a checkpoint, once that step is reached, without changing the
-  schedule (which depends only on the config): for time-boxed jobs and resume tests.
-  """
+
+def setup(config, workdir, *, restart: bool = False, allow_config_change: bool = False) -> Run:
+  """Validates the config, locks the workdir and builds data, model, state and steps (see `Run`)."""
   parallel.initialize(config)
   config_lib.validate(config)
   parallel.enable_compilation_cache(config.compilation_cache_dir)
-  workdir = os.path.abspath(workdir)
+  workdir = workdir_lib.path(workdir)
   is_chief = jax.process_index() == 0
-  _check_resume_config(config, workdir, allow_config_change)
+  pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
 
-  # Data.
   train_src, info = data.get_source(config.dataset, config.dataset.train_split)
   eval_src, _ = data.eval_source(config.dataset)  # dataset.eval_name may name another data set
   if config.dataset.num_classes not in (-1, info.num_classes):
@@ -154,39 +219,32 @@ def run(config, workdir: str, *, stop_after_steps: Optional[int] = None,
     raise ConfigError(f"config.batch_size={config.batch_size} is larger than the {len(train_src)} training "
                       f"examples of {config.dataset.name}")
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
-  every = lambda v: steps_per_epoch if v == -1 else v
-  pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  make_train_iter = lambda: iter(data.train_dataset(config, train_src, info, **pk))
-  eval_ds = data.eval_dataset(config, eval_src, info, **pk)
-
-  # Model, optimizer, state.
   model = models.create(config.model.name, num_classes=info.num_classes, **config_lib.model_options(config))
   input_shape = (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
-  _check_model_input(model, input_shape, config)
+  check_model_input(model, input_shape, config)
   tx, schedule = optim.build(config, steps_per_epoch, total_steps)
-  mesh = parallel.mesh()
-  batch_sharding = parallel.batch_sharded(mesh)
-  create = lambda rng: state_lib.create(rng, model, tx, input_shape)
-  state_sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
-                                            config.parallel.shard_params)
-  state = jax.jit(create, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
-  log.info("model %s: %d parameters; %d steps (%d per epoch) on %d devices in %d processes", config.model.name,
-           sum(x.size for x in jax.tree.leaves(state.params)), total_steps, steps_per_epoch, jax.device_count(),
-           jax.process_count())
 
-  if is_chief:
-    os.makedirs(workdir, exist_ok=True)
-    config_lib.save_json(config, workdir)
-  ckpt = checkpoint.Manager(os.path.join(workdir, "checkpoints"), max_to_keep=config.keep_checkpoints)
-  train_iter = make_train_iter()
-  restored, start_step = ckpt.restore(state, train_iter)
-  if restored is None:
-    train_iter, start_step = make_train_iter(), 0  # a failed restore attempt may have moved the iterator
-  else:
-    state = restored
-  writer = metrics.Writer(workdir, enabled=is_chief)
-  writer.truncate(start_step)
-
+  lock = _take_workdir(config, workdir, restart=restart, allow_config_change=allow_config_change,
+                       is_chief=is_chief)
+  try:
+    mesh = parallel.mesh()
+    batch_sharding = parallel.batch_sharded(mesh)
+    create = lambda rng: state_lib.create(rng, model, tx, input_shape)
+    state_sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
+                                              config.parallel.shard_params)
+    ckpt = checkpoint.Manager(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+    state, start_step = _restore_or_init(config, workdir, ckpt, create, state_sharding)
+    log.info("model %s: %d parameters; %d steps (%d per epoch) on %d devices in %d processes; starting at "
+             "step %d", config.model.name, sum(x.size for x in jax.tree.leaves(state.params)), total_steps,
+             steps_per_epoch, jax.device_count(), jax.process_count(), start_step)
+    if is_chief:
+      workdir_lib.write_json(workdir / workdir_lib.CONFIG, json.loads(config.to_json_best_effort()))
+    writer = workdir_lib.MetricsWriter(workdir, enabled=is_chief)
+    writer.truncate(start_step)
+  except BaseException:
+    if lock is not None:
+      lock.release()
+    raise
   train_step = jax.jit(steps.make_train_step(model, tx, schedule, label_smoothing=config.label_smoothing,
                                              aux_loss_weight=config.aux_loss_weight,
                                              grad_accum_steps=config.grad_accum_steps),
@@ -194,92 +252,159 @@ def run(config, workdir: str, *, stop_after_steps: Optional[int] = None,
                        out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(state_sharding, batch_sharding),
                       out_shardings=parallel.replicated(mesh))
+  return Run(config=config, workdir=workdir, is_chief=is_chief, lock=lock, steps_per_epoch=steps_per_epoch,
+             total_steps=total_steps, start_step=start_step, state=state, train_step=train_step,
+             eval_step=eval_step,
+             make_train_iter=lambda s: iter(data.train_dataset(config, train_src, info, start_step=s, **pk)),
+             eval_ds=data.eval_dataset(config, eval_src, info, **pk), batch_sharding=batch_sharding, ckpt=ckpt,
+             writer=writer)
 
-  last: Dict[str, Dict[str, float]] = {}
-  pending = []          # device metrics of the steps since the last log line
-  consecutive_bad = [0]
-  end = total_steps if stop_after_steps is None else min(total_steps, stop_after_steps)
-  bar = _progress(total_steps, start_step, config.progress_bar and is_chief)
-  clock = {"t": time.perf_counter(), "n": 0}
 
-  def flush_train_metrics(step):
-    """Writes the pending steps' metrics as one train entry; enforces config.on_nonfinite."""
-    nonlocal pending
-    if not pending:
-      return
-    host = jax.device_get(pending)
-    first = step - len(host) + 1
-    pending = []
+class TrainLog:
+  """Collects the device metrics of each step and, at each log point, enforces config.on_nonfinite and writes
+  one train entry (means over the steps since the last one, throughput)."""
+
+  def __init__(self, r: Run, progress_bar):
+    self.r, self.bar = r, progress_bar
+    self.pending: List[Any] = []
+    self.consecutive_bad = 0
+    self.examples, self.since = 0, time.perf_counter()
+    self.last: Dict[str, float] = {}
+
+  def reset_clock(self) -> None:
+    """Starts the throughput clock anew (after compiling, after an evaluation)."""
+    self.examples, self.since = 0, time.perf_counter()
+
+  def add(self, m) -> None:
+    self.pending.append(m)
+    self.examples += self.r.config.batch_size
+
+  def _check_finite(self, host, first: int) -> None:
+    c = self.r.config
     for i, m in enumerate(host):
       bad = [q for q in ("loss", "grads") if bool(m[f"nonfinite_{q}"])]
-      consecutive_bad[0] = consecutive_bad[0] + 1 if bad else 0
-      if bad and (config.on_nonfinite == "stop" or consecutive_bad[0] >= config.max_consecutive_nonfinite):
-        why = ("config.on_nonfinite='stop'" if config.on_nonfinite == "stop" else
-               f"{consecutive_bad[0]} non-finite steps in a row (max_consecutive_nonfinite)")
+      self.consecutive_bad = self.consecutive_bad + 1 if bad else 0
+      if bad and (c.on_nonfinite == "stop" or self.consecutive_bad >= c.max_consecutive_nonfinite):
+        why = ("config.on_nonfinite='stop'" if c.on_nonfinite == "stop" else
+               f"{self.consecutive_bad} non-finite steps in a row (max_consecutive_nonfinite)")
         raise NonFiniteError(f"non-finite {' and '.join(bad)} at step {first + i} ({why}); that update was not "
                              f"applied. The latest checkpoint holds the last good state.")
       if bad:
         log.warning("step %d: non-finite %s; update skipped", first + i, " and ".join(bad))
+
+  def flush(self, step: int) -> None:
+    if not self.pending:
+      return
+    host, self.pending = jax.device_get(self.pending), []
+    self._check_finite(host, step - len(host) + 1)
     summary = metrics.summarize(host)
-    now = time.perf_counter()
-    summary["examples_per_sec"] = clock["n"] / max(now - clock["t"], 1e-9)
-    summary["epoch"] = step / steps_per_epoch
-    clock["t"], clock["n"] = now, 0
-    writer.write(step, "train", summary)
-    last["train"] = summary
-    bar.set_postfix(loss=f"{summary['loss']:.4f}", top1=f"{summary['top1']:.3f}",
-                    ex_s=f"{summary['examples_per_sec']:.0f}")
-    if bar.disable:
-      log.info("step %d/%d: loss %.4f top1 %.4f lr %.4g %.1f ex/s", step, total_steps, summary["loss"],
+    summary["examples_per_sec"] = self.examples / max(time.perf_counter() - self.since, 1e-9)
+    summary["epoch"] = step / self.r.steps_per_epoch
+    self.reset_clock()
+    self.r.writer.write(step, "train", summary)
+    self.last = summary
+    self.bar.set_postfix(loss=f"{summary['loss']:.4f}", top1=f"{summary['top1']:.3f}",
+                         ex_s=f"{summary['examples_per_sec']:.0f}")
+    if self.bar.disable:
+      log.info("step %d/%d: loss %.4f top1 %.4f lr %.4g %.1f ex/s", step, self.r.total_steps, summary["loss"],
                summary["top1"], summary["learning_rate"], summary["examples_per_sec"])
 
-  step = start_step
+
+def eval_and_log(r: Run, state, step: int) -> Dict[str, float]:
+  ev = evaluate(r.eval_step, state, r.eval_ds, r.batch_sharding)
+  ev["epoch"] = step / r.steps_per_epoch
+  r.writer.write(step, "eval", ev)
+  log.info("eval at step %d: loss %.4f top1 %.4f top5 %.4f (%d examples)", step, ev["loss"], ev["top1"],
+           ev["top5"], ev["count"])
+  return ev
+
+
+def _progress(r: Run):
+  from tqdm.auto import tqdm
+  return tqdm(total=r.total_steps, initial=r.start_step, unit="step", dynamic_ncols=True, smoothing=0.1,
+              disable=(not (r.config.progress_bar and r.is_chief)) or (not sys.stderr.isatty()), leave=True)
+
+
+def _finish(r: Run, state, last: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+  """At the last step: final_metrics.json, also when a rerun resumes at the last step (killed after the last
+  checkpoint and before this file): its train and eval entries come from metrics.jsonl, evaluated anew if
+  the last eval was never written."""
+  step = r.total_steps
+  logged = [e for e in workdir_lib.read_jsonl(r.writer.path) if e["step"] == step]
+  for split in ("train", "eval"):
+    entry = next((e for e in reversed(logged) if e["split"] == split), None)
+    if split not in last and entry is not None:
+      last[split] = {k: v for k, v in entry.items() if k not in ("step", "split")}
+  if "eval" not in last:
+    last["eval"] = eval_and_log(r, state, step)
+  if r.is_chief and not (r.workdir / FINAL).exists():
+    workdir_lib.write_json(r.workdir / FINAL, {"step": step, **last})
+  return last
+
+
+def _train(r: Run, end: int) -> Dict[str, Dict[str, float]]:
+  """Steps from r.start_step to `end`, with the periodic actions; returns the last train/eval metrics."""
+  c, state, step, last = r.config, r.state, r.start_step, {}
+  bar = _progress(r)
+  tlog = TrainLog(r, bar)
+  train_iter = r.make_train_iter(step)
+  t0 = time.perf_counter()
   try:
     with _SignalFlag() as sig:
       while step < end:
-        batch = parallel.global_batch(next(train_iter), batch_sharding)
-        t0 = time.perf_counter()
+        batch = parallel.global_batch(next(train_iter), r.batch_sharding)
         with jax.transfer_guard("disallow"):  # no implicit host round trip in the step; metrics stay on device
-          state, m = train_step(state, batch)
-        if step == start_step:
+          state, m = r.train_step(state, batch)
+        if step == r.start_step:
           jax.block_until_ready(m)
           log.info("first step (compile + run) took %.1f s", time.perf_counter() - t0)
-          clock["t"], clock["n"] = time.perf_counter(), 0
-        pending.append(m)
+          tlog.reset_clock()
+        tlog.add(m)
         step += 1
-        clock["n"] += config.batch_size
         bar.update(1)
         stopping = _should_stop(sig, step)
-        if step % config.log_every_steps == 0 or step == end or stopping:
-          flush_train_metrics(step)
-        if step % every(config.eval_every_steps) == 0 or step == total_steps:
-          flush_train_metrics(step)
-          ev = evaluate(eval_step, state, eval_ds, batch_sharding)
-          ev["epoch"] = step / steps_per_epoch
-          writer.write(step, "eval", ev)
-          last["eval"] = ev
-          log.info("eval at step %d: loss %.4f top1 %.4f top5 %.4f (%d examples)", step, ev["loss"],
-                   ev["top1"], ev["top5"], ev["count"])
-          clock["t"], clock["n"] = time.perf_counter(), 0  # keep eval time out of the throughput
-        if step % every(config.checkpoint_every_steps) == 0 or step == end or stopping:
-          flush_train_metrics(step)  # raises before saving if this state's history went non-finite
-          ckpt.save(step, state, train_iter)
+        if step % c.log_every_steps == 0 or step == end or stopping:
+          tlog.flush(step)
+        if step % r.every(c.eval_every_steps) == 0 or step == r.total_steps:
+          tlog.flush(step)
+          last["eval"] = eval_and_log(r, state, step)
+          tlog.reset_clock()  # keep eval time out of the throughput
+        if step % r.every(c.checkpoint_every_steps) == 0 or step == end or stopping:
+          tlog.flush(step)  # raises before saving if this state's history went non-finite
+          r.ckpt.save(step, state)
         if stopping:
-          ckpt.wait()
-          writer.flush()
+          r.ckpt.wait()
+          r.writer.flush()
           raise Preempted(step, sig.signum)
   finally:
     if hasattr(train_iter, "close"):
       train_iter.close()  # ends Grain's worker processes cleanly
     bar.close()
-    ckpt.wait()
-    ckpt.close()
-    writer.close()
-  log.info("process %d: final parameters fingerprint %s", jax.process_index(), fingerprint(state.params))
-  if is_chief and step == total_steps and step > start_step:
-    metrics.write_json_atomic(os.path.join(workdir, FINAL), {"step": step, **last})
-  if is_chief:
-    print(f"Done: {step} steps. Results in {workdir}: metrics.jsonl, tensorboard/, checkpoints/, config.json")
+  r.state = state
+  if tlog.last:
+    last["train"] = tlog.last
+  return last
+
+
+def run(config, workdir, *, stop_after_steps: Optional[int] = None, restart: bool = False,
+        allow_config_change: bool = False) -> Dict[str, Dict[str, float]]:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint). Returns the last train/eval metrics.
+
+  `stop_after_steps` ends the run early, with a checkpoint, once that step is reached, without changing the
+  schedule (which depends only on the config): for time-boxed jobs and resume tests. `restart` moves a previous
+  attempt aside (kept) and starts at step 0.
+  """
+  r = setup(config, workdir, restart=restart, allow_config_change=allow_config_change)
+  try:
+    end = r.total_steps if stop_after_steps is None else min(r.total_steps, stop_after_steps)
+    last = _train(r, end)
+    if r.state is not None and end == r.total_steps:
+      last = _finish(r, r.state, last)
+  finally:
+    r.close()
+  log.info("process %d: final parameters fingerprint %s", jax.process_index(), fingerprint(r.state.params))
+  if r.is_chief:
+    print(f"Done: step {end}. Results in {r.workdir}: metrics.jsonl, tensorboard/, checkpoints/, config.json")
     if "eval" in last:
       print(f"  eval: top1 {last['eval']['top1']:.4f}, top5 {last['eval']['top5']:.4f}, "
             f"loss {last['eval']['loss']:.4f} on {int(last['eval']['count'])} examples")

@@ -5,6 +5,8 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from cnnjax.models import init_variables
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -18,8 +20,7 @@ class TrainState:
 def create(rng: jax.Array, model, tx, input_shape) -> TrainState:
   """Initialises the model on a zero batch of `input_shape` (without the batch axis) and the optimizer."""
   init_rng, state_rng = jax.random.split(rng)
-  variables = model.init({"params": init_rng, "dropout": init_rng}, jnp.zeros((1, *input_shape), jnp.float32),
-                         train=False)
+  variables = init_variables(model, input_shape, init_rng)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
                     opt_state=tx.init(params), rng=state_rng)
