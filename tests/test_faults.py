@@ -1,6 +1,8 @@
 """Faults a long run meets, each tried for real: kills, preemption signals, non-finite losses, damaged
 checkpoints, torn metrics, a config changed under a workdir, invalid values. README.md ("Faults") lists them."""
 import glob
+import json
+import logging
 import os
 import random
 import signal
@@ -192,13 +194,114 @@ def test_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
     ({"batch_size": 30, "grad_accum_steps": 4}, r"config.batch_size=30 is invalid: a multiple of"),
     ({"dataset.num_classes": 100}, r"dataset.num_classes=100 but digits has 10 classes"),
     ({"optimizer": "adam"}, r"config.optimizer='adam' is invalid: one of \('sgd', 'adamw'\)"),
-    ({"model.norm": "batchnorm"}, r"norm='batchnorm' is not one of"),
+    ({"model.norm": "batchnorm"},
+     r"config.model \('resnet20'\) cannot be built: norm='batchnorm' is not one of \('batch', 'group'"),
     ({"dataset.name": "cifar11"}, r"unknown data set dataset.name='cifar11'"),
     ({"model.name": "lenet5", "model.width": None, "model.stage_sizes": None, "model.residual": None,
       "model.norm": None, "model.shortcut": None, "model.zero_init_residual": None},
-     r"config.dataset.image_size=8 does not fit model 'lenet5'"),
+     r"config.dataset.image_size=8 is too small for model 'lenet5'"),
 ])
 def test_invalid_values_fail_before_compiling(tmp_path, override, message):
-  with pytest.raises((ConfigError, ValueError), match=message):
-    loop.run(tiny_config(**override), str(tmp_path))
-  assert not os.path.exists(tmp_path / "checkpoints")
+  with pytest.raises((ConfigError, ValueError), match=message) as e:
+    loop.run(tiny_config(**override), str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w")  # nothing written, not even the workdir
+  if "norm" in override or "name" in override and "image_size" not in message:
+    assert "image_size" not in str(e.value)  # only a genuinely too-small input blames the image size
+
+
+def test_changed_worker_count_resumes_at_the_saved_step(tmp_path, caplog):
+  """Worker counts may change on resume: the run goes on from its checkpoint (nothing renamed, no restart) and
+  ends where an uninterrupted run with the same data ends."""
+  caplog.set_level(logging.INFO, logger="cnnjax")
+  c = tiny_config(num_train_steps=6, checkpoint_every_steps=3, log_every_steps=3,
+                  **{"dataset.augment": "pad_crop_flip"})
+  loop.run(c, str(tmp_path / "straight"))
+  loop.run(c, str(tmp_path / "w"), stop_after_steps=3)
+  c.dataset.num_workers = 2
+  loop.run(c, str(tmp_path / "w"))
+  assert "restored checkpoint step 3" in caplog.text
+  assert not glob.glob(str(tmp_path / "w" / "checkpoints" / "*damaged*"))
+  a, _ = checkpoint.load_numpy(str(tmp_path / "straight"))
+  b, _ = checkpoint.load_numpy(str(tmp_path / "w"))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert _train_entries(tmp_path / "w") == _train_entries(tmp_path / "straight")
+
+
+def test_read_error_that_is_not_damage_stops_and_renames_nothing(tmp_path, monkeypatch):
+  c = tiny_config(num_train_steps=4, checkpoint_every_steps=2, log_every_steps=2, keep_checkpoints=5)
+  loop.run(c, str(tmp_path), stop_after_steps=4)
+  before = sorted(os.listdir(tmp_path / "checkpoints"))
+  lines = (tmp_path / "metrics.jsonl").read_text()
+  import orbax.checkpoint as ocp
+
+  def refuse(self, step, args=None):
+    raise PermissionError(13, "Permission denied", f"{tmp_path}/checkpoints/{step}/state/manifest.ocdbt")
+  monkeypatch.setattr(ocp.CheckpointManager, "restore", refuse)
+  c.num_train_steps = 6
+  with pytest.raises(checkpoint.RestoreError, match=r"checkpoint step 4 in .* could not be read: "
+                                                    r"PermissionError.*Permission denied.*nothing was moved"):
+    loop.run(c, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == before
+  assert (tmp_path / "metrics.jsonl").read_text() == lines
+
+
+def test_all_checkpoints_damaged_needs_restart_which_keeps_the_old_attempt(tmp_path):
+  c = tiny_config(num_train_steps=2, checkpoint_every_steps=2)
+  loop.run(c, str(tmp_path))
+  for f in glob.glob(str(tmp_path / "checkpoints" / "2" / "state" / "*")):
+    if os.path.isfile(f):
+      open(f, "w").close()
+  old_metrics = (tmp_path / "metrics.jsonl").read_text()
+  c.num_train_steps = 4
+  with pytest.raises(ConfigError, match=r"no checkpoint in .* could be restored.*Pass --restart"):
+    loop.run(c, str(tmp_path))
+  assert (tmp_path / "metrics.jsonl").read_text() == old_metrics  # nothing truncated
+  loop.run(c, str(tmp_path), restart=True)
+  assert (tmp_path / "previous" / "0" / "metrics.jsonl").read_text() == old_metrics
+  assert os.path.isdir(tmp_path / "previous" / "0" / "checkpoints" / "2.damaged-0")
+  assert checkpoint.Manager(str(tmp_path / "checkpoints")).all_steps() == [2, 4]  # trained anew from 0
+
+
+def test_second_launch_on_a_busy_workdir_exits_naming_the_holder(tmp_path):
+  work, endless = tmp_path / "w", (*LONG, "--config.num_train_steps=100000")
+  popen = lambda: subprocess.Popen(_runner.main_cmd(work, *endless), cwd=_runner.ROOT, env=_runner.env(1),
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  first = popen()
+  try:
+    assert _wait_for(lambda: _train_entries(work), first, timeout=300)
+    second = _runner.run_main(work, *endless, timeout=300)
+    assert second.returncode == 4, second.stderr[-2000:]
+    assert f"in use by pid {first.pid} on " in second.stderr
+    assert first.poll() is None  # the first run goes on, untouched
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    third = popen()  # the holder is dead: its lock is taken over, with a warning, and the run resumes
+    lines = []
+    for line in third.stderr:
+      lines.append(line)
+      if "starting at step" in line:
+        break
+    third.kill()
+    third.wait()
+    text = "".join(lines)
+    assert f"took over the lock of {work}, left by pid {first.pid}" in text, text[-2000:]
+  finally:
+    first.kill()
+
+
+def test_rerun_at_the_last_step_writes_missing_final_metrics(tmp_path):
+  """A run killed after its last checkpoint but before final_metrics.json (same files as deleting it) writes
+  it on the rerun, from the logged metrics, and evaluates anew if the last eval was never logged."""
+  c = tiny_config(num_train_steps=4, checkpoint_every_steps=4, eval_every_steps=4, log_every_steps=2)
+  loop.run(c, str(tmp_path))
+  final = json.loads((tmp_path / loop.FINAL).read_text())
+  os.remove(tmp_path / loop.FINAL)
+  loop.run(c, str(tmp_path))
+  assert json.loads((tmp_path / loop.FINAL).read_text()) == final
+  os.remove(tmp_path / loop.FINAL)
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(line + "\n" for line in path.read_text().splitlines() if '"eval"' not in line))
+  loop.run(c, str(tmp_path))
+  again = json.loads((tmp_path / loop.FINAL).read_text())
+  assert again["step"] == 4 and again["eval"]["top1"] == final["eval"]["top1"]
+  assert [e["step"] for e in read_jsonl(str(path)) if e["split"] == "eval"] == [4]
