@@ -1,5 +1,7 @@
 """Loss and metrics against hand-worked examples and numpy float64."""
+import jax
 import jax.numpy as jnp
+import optax
 import numpy as np
 
 from cnnjax.train import steps
@@ -53,3 +55,35 @@ def test_metric_sums_ignore_masked_examples():
   assert float(m["top1"]) == 1
   want_loss = np.log1p(np.exp(-2.0)) + np.log1p(np.exp(2.0))
   np.testing.assert_allclose(float(m["loss"]), want_loss, rtol=1e-5)
+
+
+def test_logged_learning_rate_is_the_one_applied_after_skipped_steps():
+  """A skipped non-finite step leaves the optimizer (and its schedule count) where it was while the step counter
+  goes on; the logged rate must be the one the next update really used: checked against the parameter change
+  of plain SGD, -lr * grad, with grad from jax.grad."""
+  import flax.linen as nn
+  from cnnjax.train import state as state_lib
+
+  class Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train):
+      return nn.Dense(3)(x.reshape(x.shape[0], -1))
+
+  model, schedule = Linear(), optax.linear_schedule(0.1, 1.0, 9)  # 0.1, 0.2, 0.3, ...
+  tx = optax.sgd(schedule)
+  step = jax.jit(steps.make_train_step(model, tx, schedule))
+  st = state_lib.create(jax.random.PRNGKey(0), model, tx, (2, 2, 1))
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 2, 2, 1))
+  good = {"image": x, "label": jnp.array([0, 1, 2, 0])}
+  bad = {"image": x.at[0, 0, 0, 0].set(jnp.nan), "label": good["label"]}
+  st, m1 = step(st, good)
+  st, m2 = step(st, bad)
+  assert bool(m2["nonfinite_loss"]) and int(st.step) == 2
+  before = st.params
+  loss = lambda p: jnp.mean(steps.cross_entropy(model.apply({"params": p}, x, train=True), good["label"]))
+  grads = jax.grad(loss)(before)
+  st, m3 = step(st, good)
+  np.testing.assert_allclose([m1["learning_rate"], m2["learning_rate"], m3["learning_rate"]], [0.1, 0.2, 0.2],
+                             rtol=1e-6)
+  applied = jax.tree.map(lambda new, old, g: (old - new) / g, st.params, before, grads)
+  np.testing.assert_allclose(applied["Dense_0"]["kernel"], 0.2, rtol=1e-4)

@@ -337,7 +337,8 @@ def _finish(r: Run, state, last: Dict[str, Dict[str, float]]) -> Dict[str, Dict[
       last[split] = {k: v for k, v in entry.items() if k not in ("step", "split")}
   if "eval" not in last:
     last["eval"] = eval_and_log(r, state, step)
-  if r.is_chief and not (r.workdir / FINAL).exists():
+  written = workdir_lib.read_json(r.workdir / FINAL) if r.is_chief else None
+  if r.is_chief and (written or {}).get("step") != step:  # absent, or from a shorter run this one extends
     workdir_lib.write_json(r.workdir / FINAL, {"step": step, **last})
   return last
 
