@@ -39,6 +39,7 @@ def validate(config) -> None:
     _check(c[f] == -1 or c[f] > 0, f, c[f], "> 0, or -1 for once per epoch")
   _check(c.keep_checkpoints >= 1, "keep_checkpoints", c.keep_checkpoints, ">= 1")
   _check(c.model.conv_impl in IMPLS, "model.conv_impl", c.model.conv_impl, f"one of {IMPLS}")
+  _check(c.parallel.shard_min_size >= 1, "parallel.shard_min_size", c.parallel.shard_min_size, ">= 1")
   _check(c.dataset.num_workers >= 0, "dataset.num_workers", c.dataset.num_workers, ">= 0")
   _check(c.dataset.image_size > 0, "dataset.image_size", c.dataset.image_size, "> 0")
   _check(isinstance(c.grad_accum_steps, int) and c.grad_accum_steps >= 1, "grad_accum_steps",

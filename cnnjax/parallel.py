@@ -70,19 +70,26 @@ def batch_sharded(m: Mesh) -> NamedSharding:
   return NamedSharding(m, P("data"))
 
 
-def state_shardings(abstract_state, m: Mesh, shard_params: bool):
-  """Shardings for the train state: replicated, or (FSDP) every array split over 'data' on its largest axis
-  that the device count divides; small or indivisible arrays stay replicated."""
+def state_shardings(abstract_state, m: Mesh, shard_params: bool, min_size: int = 2 ** 14):
+  """Shardings for the train state: replicated, or (FSDP) every array of at least `min_size` elements split
+  over 'data' on its largest axis that the device count divides; small or indivisible arrays stay replicated."""
   n = m.shape["data"]
 
   def spec(x):
-    if not shard_params or x.ndim == 0 or x.size < 2 ** 14:
+    if not shard_params or x.ndim == 0 or x.size < min_size:
       return NamedSharding(m, P())
     for axis in sorted(range(x.ndim), key=lambda a: -x.shape[a]):
       if x.shape[axis] % n == 0:
         return NamedSharding(m, P(*([None] * axis + ["data"])))
     return NamedSharding(m, P())
   return jax.tree.map(spec, abstract_state)
+
+
+def describe(shardings) -> str:
+  """'k of n arrays sharded over data' for a tree of shardings (for the log)."""
+  leaves = jax.tree.leaves(shardings)
+  k = sum(1 for s in leaves if any(a is not None for a in s.spec))
+  return f"{k} of {len(leaves)} state arrays sharded over 'data'"
 
 
 def global_batch(local_batch, sharding: NamedSharding):

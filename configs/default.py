@@ -44,6 +44,7 @@ def get_config():
   # Devices and processes (cnnjax/parallel.py).
   c.parallel = ml_collections.ConfigDict()
   c.parallel.shard_params = False    # FSDP-style: split parameters and optimizer state over the 'data' axis
+  c.parallel.shard_min_size = 2 ** 14  # ... those of at least this many elements (smaller ones stay replicated)
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ""   # e.g. '10.0.0.1:1234'; '' = auto-detect (TPU pod, SLURM) or 1 process
   c.distributed.num_processes = 1

@@ -26,9 +26,9 @@ def main_cmd(workdir, *overrides, config="configs/resnet.py"):
           *overrides]
 
 
-def run_main(workdir, *overrides, devices=1, timeout=600, **kw):
-  return subprocess.run(main_cmd(workdir, *overrides), cwd=ROOT, env=env(devices), capture_output=True,
-                        text=True, timeout=timeout, **kw)
+def run_main(workdir, *overrides, devices=1, timeout=600, extra_env=None, **kw):
+  return subprocess.run(main_cmd(workdir, *overrides), cwd=ROOT, env=env(devices, **(extra_env or {})),
+                        capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def free_port() -> int:

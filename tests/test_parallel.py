@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from cnnjax import checkpoint, models
+from cnnjax.workdir import read_jsonl
 from cnnjax.train import state as state_lib, steps
 from tests import _runner
 
@@ -35,20 +36,31 @@ def test_eight_devices_equal_one_device(tmp_path):
   a, _ = checkpoint.load_numpy(str(tmp_path / "d1"))
   b, _ = checkpoint.load_numpy(str(tmp_path / "d8"))
   _assert_states_close(a, b)
-  ea = [l for l in open(tmp_path / "d1" / "metrics.jsonl")]
-  eb = [l for l in open(tmp_path / "d8" / "metrics.jsonl")]
-  assert len(ea) == len(eb)
+  ea, eb = (read_jsonl(str(tmp_path / d / "metrics.jsonl")) for d in ("d1", "d8"))
+  assert [(e["step"], e["split"]) for e in ea] == [(e["step"], e["split"]) for e in eb] and len(ea) == 3
+  for a, b in zip(ea, eb):
+    for key in ("loss", "top1", "top5", "count", "learning_rate", "grad_norm"):
+      if key in a:
+        np.testing.assert_allclose(b[key], a[key], rtol=2e-5, err_msg=f"{a['split']} {key} at {a['step']}")
 
 
 @pytest.mark.slow
 def test_fsdp_sharded_params_equal_replicated(tmp_path):
   r = _runner.run_main(tmp_path / "rep", *STEPS, devices=4)
   assert r.returncode == 0, r.stderr[-3000:]
-  r = _runner.run_main(tmp_path / "fsdp", *STEPS, "--config.parallel.shard_params=True", devices=4)
+  assert re.search(r"0 of \d+ state arrays sharded", r.stderr)
+  r = _runner.run_main(tmp_path / "fsdp", *STEPS, "--config.parallel.shard_params=True",
+                       "--config.parallel.shard_min_size=256", devices=4)
   assert r.returncode == 0, r.stderr[-3000:]
   a, _ = checkpoint.load_numpy(str(tmp_path / "rep"))
   b, _ = checkpoint.load_numpy(str(tmp_path / "fsdp"))
   _assert_states_close(a, b)
+  # Counted independently: every array of >= 256 elements with an axis that 4 divides is split.
+  leaves = [x for x in jax.tree.leaves(b) if np.ndim(x) > 0]
+  want = sum(1 for x in leaves if x.size >= 256 and any(d % 4 == 0 for d in x.shape))
+  assert want >= 10, want
+  got = re.search(r"(\d+) of \d+ state arrays sharded over 'data'", r.stderr)
+  assert got and int(got.group(1)) == want, r.stderr[-2000:]
 
 
 def _multihost(tmp_path, num_processes, timeout=240, extra=()):
@@ -154,6 +166,21 @@ def test_bfloat16_trains_within_margin_of_float32(tmp_path):
   state, _ = checkpoint.load_numpy(str(tmp_path / "bfloat16"))
   assert all(x.dtype == np.float32 for x in jax.tree.leaves(state["params"]))       # float32 parameters
   assert all(x.dtype == np.float32 for x in jax.tree.leaves(state["batch_stats"]))  # float32 statistics
+  # ... and the step really computes in bfloat16: its convolutions take and give bf16 (float32 ones do not).
+  for dtype, want in (("bfloat16", True), ("float32", False)):
+    assert _convs_in_bf16(tiny_config(dtype=dtype)) == want, dtype
+
+
+def _convs_in_bf16(c) -> bool:
+  from cnnjax import config as config_lib
+  model = models.create(c.model.name, num_classes=10, **config_lib.model_options(c))
+  tx = optax.sgd(0.1)
+  st = state_lib.create(jax.random.PRNGKey(0), model, tx, (8, 8, 1))
+  batch = {"image": jnp.zeros((4, 8, 8, 1)), "label": jnp.zeros((4,), jnp.int32)}
+  hlo = jax.jit(steps.make_train_step(model, tx, optax.constant_schedule(0.1))).lower(st, batch).as_text()
+  convs = [line for line in hlo.splitlines() if "convolution" in line]
+  assert convs
+  return all("bf16" in line for line in convs)
 
 
 @pytest.mark.slow
@@ -164,6 +191,10 @@ def test_restart_reuses_compilation_cache(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   first = set(os.listdir(cache))
   assert first, "nothing was cached"
-  r = _runner.run_main(tmp_path / "b", *args)  # a fresh process, a fresh workdir: every program is a hit
+  # A fresh process, a fresh workdir: the step programs are read from the cache (JAX logs each hit with
+  # JAX_LOG_COMPILES), and nothing new is written.
+  r = _runner.run_main(tmp_path / "b", *args, extra_env={"JAX_LOG_COMPILES": "1"})
   assert r.returncode == 0, r.stderr[-2000:]
+  for name in ("jit_train_step", "jit_eval_step"):
+    assert f"Persistent compilation cache hit for '{name}'" in r.stderr, r.stderr[-3000:]
   assert set(os.listdir(cache)) == first

@@ -231,7 +231,8 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     batch_sharding = parallel.batch_sharded(mesh)
     create = lambda rng: state_lib.create(rng, model, tx, input_shape)
     state_sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
-                                              config.parallel.shard_params)
+                                              config.parallel.shard_params, config.parallel.shard_min_size)
+    log.info("%s", parallel.describe(state_sharding))
     ckpt = checkpoint.Manager(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
     state, start_step = _restore_or_init(config, workdir, ckpt, create, state_sharding)
     log.info("model %s: %d parameters; %d steps (%d per epoch) on %d devices in %d processes; starting at "

@@ -54,12 +54,10 @@ def build(config, steps_per_epoch: int, total_steps: int):
   return optax.chain(*parts), schedule
 
 
-def updates_applied(opt_state) -> jax.Array:
+def updates_applied(opt_state, default):
   """How many updates the optimizer has applied: the count of its learning-rate schedule. It stops when a
   non-finite step is skipped (the optimizer state is kept), while TrainState.step goes on, so this, not the
-  train step, is where the schedule stands."""
+  train step, is where the schedule stands. `default` for an optimizer with a constant rate (no count)."""
   is_sched = lambda x: isinstance(x, optax.ScaleByScheduleState)
   counts = [x.count for x in jax.tree.leaves(opt_state, is_leaf=is_sched) if is_sched(x)]
-  if not counts:
-    raise ValueError("the optimizer has no learning-rate schedule state (optax.scale_by_schedule)")
-  return counts[0]
+  return counts[0] if counts else default

@@ -106,7 +106,7 @@ def make_train_step(model, tx, schedule, *, label_smoothing: float = 0.0, aux_lo
     metrics = metric_sums(logits, labels, jnp.ones(labels.shape, bool), label_smoothing)
     metrics["total_loss"] = loss * labels.shape[0]  # with auxiliary losses; a sum like the others
     metrics["grad_norm"] = grad_norm
-    metrics["learning_rate"] = schedule(optim.updates_applied(state.opt_state))  # the rate this update used
+    metrics["learning_rate"] = schedule(optim.updates_applied(state.opt_state, state.step))  # the rate this update used
     metrics["nonfinite_loss"] = ~loss_ok
     metrics["nonfinite_grads"] = ~grads_ok
     return new_state, metrics
