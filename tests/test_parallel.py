@@ -2,7 +2,9 @@
 accumulation; bfloat16; the persistent compilation cache."""
 import os
 import re
+import signal
 import subprocess
+import time
 
 import jax
 import jax.numpy as jnp
@@ -63,14 +65,19 @@ def test_fsdp_sharded_params_equal_replicated(tmp_path):
   assert got and int(got.group(1)) == want, r.stderr[-2000:]
 
 
-def _multihost(tmp_path, num_processes, timeout=240, extra=()):
+def _start_multihost(workdir, num_processes, extra=()):
   port = _runner.free_port()
   procs = []
   for i in range(num_processes):
-    cmd = _runner.main_cmd(tmp_path / "mh", *STEPS, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+    cmd = _runner.main_cmd(workdir, *STEPS, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                            "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}", *extra)
     procs.append(subprocess.Popen(cmd, cwd=_runner.ROOT, env=_runner.env(2), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True))
+  return procs
+
+
+def _multihost(tmp_path, num_processes, timeout=240, extra=()):
+  procs = _start_multihost(tmp_path / "mh", num_processes, extra)
   return [(p, *p.communicate(timeout=timeout)) for p in procs]
 
 
@@ -95,6 +102,47 @@ def test_two_processes_match_one_process(tmp_path):
   for p, out, err in results:
     assert p.returncode == 0, err[-3000:]
     assert "restored checkpoint step 4" in err
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_a_damaged_checkpoint(tmp_path):
+  """Process 0 renames the damaged newest step before any process restores; both resume from the older one."""
+  every2 = ("--config.checkpoint_every_steps=2", "--config.keep_checkpoints=5")
+  for p, out, err in _multihost(tmp_path, 2, extra=every2):
+    assert p.returncode == 0, err[-3000:]
+  ckpts = tmp_path / "mh" / "checkpoints"
+  for f in (ckpts / "4" / "state").iterdir():
+    if f.is_file():
+      f.write_bytes(b"")
+  results = _multihost(tmp_path, 2, extra=(*every2, "--config.num_train_steps=6"))
+  for p, out, err in results:
+    assert p.returncode == 0, err[-3000:]
+    assert "restored checkpoint step 2" in err and "checkpoint step 4 cannot be restored" in err
+  assert (ckpts / "4.damaged-0").is_dir() and not (ckpts / "4.damaged-1").exists()
+  fps = [re.search(r"final parameters fingerprint (\w+)", err).group(1) for _, _, err in results]
+  assert fps[0] == fps[1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_one_of_two_processes_saves_and_both_exit_75(tmp_path):
+  from cnnjax.train import loop
+  work = tmp_path / "mh"
+  procs = _start_multihost(work, 2, extra=("--config.num_train_steps=100000",
+                                           "--config.checkpoint_every_steps=100000"))
+  try:
+    deadline = time.time() + 300
+    while time.time() < deadline and not (work / "metrics.jsonl").exists():
+      time.sleep(0.2)
+    assert (work / "metrics.jsonl").exists()
+    procs[1].send_signal(signal.SIGINT)  # a Ctrl-C on the non-chief process
+    results = [(p, *p.communicate(timeout=300)) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, out, err in results:
+    assert p.returncode == loop.EXIT_PREEMPTED, err[-3000:]
+  steps = [int(re.search(r"at step (\d+); checkpoint saved", err).group(1)) for _, _, err in results]
+  assert steps[0] == steps[1] and checkpoint.Manager(str(work / "checkpoints")).all_steps() == [steps[0]]
 
 
 @pytest.mark.slow
