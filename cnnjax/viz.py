@@ -154,11 +154,14 @@ def first_conv_kernel(model, params, input_shape) -> np.ndarray:
 DEFAULT_KINDS = ("Conv", "MaxPool", "AvgPool", "Subsample", "_Block", "_Inception")
 
 
-def feature_maps(model, variables, images, select=None) -> Dict[str, np.ndarray]:
+def feature_maps(model, variables, images, select=None, *, batch_size: Optional[int] = None,
+                 pool: bool = False) -> Dict[str, np.ndarray]:
   """{module path: output} of the modules chosen by `select` for a batch (inference mode), in call order.
 
   `select`: None for every convolution, pool and block (DEFAULT_KINDS), or a regex that must match a module's
-  whole path (e.g. 'stem_conv|stage\\d_block\\d'). Captured with flax's `capture_intermediates`.
+  whole path (e.g. 'stem_conv|stage\\d_block\\d'). Captured with flax's `capture_intermediates` under one jit;
+  `batch_size` runs the images in chunks of that size (the last one padded); `pool` averages each output over
+  its spatial axes inside the jit ((n, H, W, C) -> (n, C); vectors are kept).
   """
   pattern = re.compile(select) if isinstance(select, str) else None
 
@@ -169,14 +172,25 @@ def feature_maps(model, variables, images, select=None) -> Dict[str, np.ndarray]
       return pattern.fullmatch(_path(module)) is not None
     return type(module).__name__ in DEFAULT_KINDS
 
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False, capture_intermediates=chosen,
-                                           mutable=["intermediates"])[1])
-  images = jnp.asarray(images)
+  images = np.asarray(images)
   order = _call_order(model, images.shape[1:], chosen)
   if not order:
     raise ValueError(f"select={select!r} matches no module of {type(model).__name__}")
-  flat = traverse_util.flatten_dict(apply(variables, images)["intermediates"], sep="/")
-  return {p: np.asarray(flat[p + "/__call__"][-1]) for p in order}
+
+  @jax.jit
+  def apply(v, x):
+    state = model.apply(v, x, train=False, capture_intermediates=chosen, mutable=["intermediates"])[1]
+    flat = traverse_util.flatten_dict(state["intermediates"], sep="/")
+    outs = {p: flat[p + "/__call__"][-1] for p in order}
+    return {p: o.mean(axis=tuple(range(1, o.ndim - 1))) if pool and o.ndim > 2 else o for p, o in outs.items()}
+
+  step = batch_size or len(images)
+  chunks = []
+  for s in range(0, len(images), step):
+    x = images[s:s + step]
+    pad = np.zeros((step - len(x),) + x.shape[1:], x.dtype)
+    chunks.append({p: np.asarray(o)[:len(x)] for p, o in apply(variables, np.concatenate([x, pad])).items()})
+  return {p: np.concatenate([c[p] for c in chunks]) for p in order}
 
 
 def dead_maps(maps: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
