@@ -167,8 +167,8 @@ def test_dead_maps_through_a_model_with_zeroed_filters():
 # --- a trained workdir -----------------------------------------------------------------------------------------
 def test_load_workdir_reproduces_the_training_loops_evaluation(tmp_path, make_config):
   """The rebuilt model, checkpoint variables and eval preprocessing give the top-1 the training loop logged."""
-  from cnnjax import train
-  train.run(make_config(num_train_steps=3), str(tmp_path))
+  from cnnjax.train import loop
+  loop.run(make_config(num_train_steps=3), str(tmp_path))
   model, variables, config, info = viz.load_workdir(str(tmp_path))
   images, labels = viz.eval_images(config, info)
   logits = model.apply(variables, images, train=False)
