@@ -99,22 +99,49 @@ def _check_sample(features, labels):
   return features, labels
 
 
+@functools.partial(jax.jit, static_argnames=("metric",))
+def _neighbour_block(rows, row_labels, row_ids, x, labels, metric):
+  """For a block of objects: distance to the nearest rival; index and distance of the nearest own neighbour."""
+  d = _block_distances(rows, x, metric)
+  other = labels[None, :] != row_labels[:, None]
+  own = ~other & (jnp.arange(x.shape[0])[None, :] != row_ids[:, None])
+  d_own = jnp.where(own, d, jnp.inf)
+  return jnp.min(jnp.where(other, d, jnp.inf), 1), jnp.argmin(d_own, 1), jnp.min(d_own, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("metric",))
+def _tolerance_block(rows, row_labels, x, labels, d_own, metric):
+  """T of each object of a block as a candidate of its class: mean over the objects q of the other classes that
+  have an own neighbour of S(x_q, own(q) | candidate) = (rho(q, cand) - rho(q, own)) / (rho(q, cand) + rho(q, own))."""
+  d = _block_distances(rows, x, metric)
+  q = (labels[None, :] != row_labels[:, None]) & jnp.isfinite(d_own)[None, :]
+  d_own = jnp.where(jnp.isfinite(d_own), d_own, 0.0)[None, :]
+  total = d + d_own
+  s = jnp.where(total > 0, (d - d_own) / jnp.where(total > 0, total, 1.0), 0.0)
+  return jnp.sum(jnp.where(q, s, 0.0), 1) / jnp.maximum(jnp.sum(q, 1), 1)
+
+
+def _by_blocks(fn, features, labels, extra, block=512):
+  """fn(rows, row_labels, *extra(row_ids), x, labels) over row blocks of the sample (the last block padded, so
+  one compile), outputs concatenated."""
+  n = len(features)
+  step = min(block, n)
+  x, lab = jnp.asarray(features, jnp.float32), jnp.asarray(labels)
+  outs = []
+  for s in range(0, n, step):
+    ids = np.arange(s, s + step)
+    ids = np.where(ids < n, ids, n - 1)   # padding rows repeat the last object; their outputs are dropped
+    outs.append([np.asarray(o)[:min(step, n - s)] for o in fn(x[ids], lab[ids], *extra(ids), x, lab)])
+  return [np.concatenate(parts) for parts in zip(*outs)]
+
+
 def _neighbours(features, labels, metric):
   """Per object: distance to its nearest rival (other class), index and distance of its nearest own-class
-  neighbour (index -1 and distance inf when its class has no other object). Also returns the per-class rows."""
-  n = len(features)
-  d_rival, own, d_own = np.empty(n), np.full(n, -1), np.full(n, np.inf)
-  rows = {}
-  for c in np.unique(labels):
-    idx = np.flatnonzero(labels == c)
-    d = pairwise_distances(features[idx], features, metric).astype(np.float64)
-    rows[c] = (idx, d)
-    d_rival[idx] = np.where(labels[None, :] != c, d, np.inf).min(1)
-    if len(idx) > 1:
-      dc = d[:, idx].copy()
-      np.fill_diagonal(dc, np.inf)
-      own[idx], d_own[idx] = idx[dc.argmin(1)], dc.min(1)
-  return d_rival, own, d_own, rows
+  neighbour (index -1 and distance inf when its class has no other object)."""
+  fn = lambda rows, row_labels, row_ids, x, lab: _neighbour_block(rows, row_labels, row_ids, x, lab, metric)
+  d_rival, own, d_own = _by_blocks(fn, features, labels, lambda ids: (jnp.asarray(ids),))
+  has_own = np.isfinite(d_own)
+  return d_rival.astype(np.float64), np.where(has_own, own, -1), d_own.astype(np.float64)
 
 
 def fris_stolp(features, labels, *, lam: float = 0.5, theta: float = 0.0,
@@ -125,19 +152,20 @@ def fris_stolp(features, labels, *, lam: float = 0.5, theta: float = 0.0,
     raise ValueError(f"lam={lam!r} is invalid: in [0, 1]")
   if not -1 <= theta < 1:
     raise ValueError(f"theta={theta!r} is invalid: in [-1, 1)")
-  d_rival, own, d_own, rows = _neighbours(features, labels, metric)
+  d_rival, own, d_own = _neighbours(features, labels, metric)
+  d_own32 = jnp.asarray(d_own, jnp.float32)
+  fn = lambda rows, row_labels, x, lab: (_tolerance_block(rows, row_labels, x, lab, d_own32, metric),)
+  (tol,) = _by_blocks(fn, features, labels, lambda ids: ())
   stolps = {}
-  for c, (idx, d) in rows.items():
-    # S_own[i, j] = S(x_j, x_i | rival of j) for candidates i and objects j of class c.
-    s_own = fris_from_distances(d[:, idx], d_rival[idx][None, :])
-    others = np.flatnonzero((labels != c) & (own >= 0))
-    # T(i): mean over q of S(x_q, x_own(q) | x_i) = (rho(q, i) - rho(q, own)) / (rho(q, i) + rho(q, own)).
-    tol = fris_from_distances(d_own[others][None, :], d[:, others]).mean(1) if len(others) else np.zeros(len(idx))
+  for c in np.unique(labels):
+    idx = np.flatnonzero(labels == c)
+    # s_own[i, j] = S(x_j, x_i | rival of j) for candidates i and objects j of class c.
+    s_own = fris_from_distances(pairwise_distances(features[idx], features[idx], metric), d_rival[idx][None, :])
     uncovered = np.ones(len(idx), bool)
     chosen = []
     while uncovered.any():
       defence = s_own[:, uncovered].mean(1)
-      eff = np.where(uncovered, lam * defence + (1 - lam) * tol, -np.inf)
+      eff = np.where(uncovered, lam * defence + (1 - lam) * tol[idx], -np.inf)
       best = int(np.argmax(eff))
       chosen.append(best)
       uncovered &= ~(s_own[best] > theta)
@@ -150,7 +178,7 @@ def compactness(features, labels, metric: str = "euclidean") -> float:
   """Mean over objects with an own-class neighbour of S(x_j, x_own(j) | x_rival(j)): 1 for classes that are
   points far apart, about 0 or below when they interleave."""
   features, labels = _check_sample(features, labels)
-  d_rival, own, d_own, _ = _neighbours(features, labels, metric)
+  d_rival, own, d_own = _neighbours(features, labels, metric)
   ok = own >= 0
   if not ok.any():
     raise ValueError("compactness needs a class with at least two objects")
