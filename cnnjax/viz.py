@@ -292,6 +292,16 @@ def plot_filters(kernel, out_png: str, title: str) -> str:
   return out_png
 
 
+def plot_workdir_filters(workdir: str, out_png: str) -> str:
+  """filters.png for a training workdir: its first convolution's filters at the newest checkpoint."""
+  import os
+  model, variables, config, info = load_workdir(workdir)
+  shape = (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
+  kernel = first_conv_kernel(model, variables["params"], shape)
+  return plot_filters(kernel, out_png, f"first convolution's filters {kernel.shape} (HWIO), {config.model.name} "
+                      f"on {config.dataset.name}, {os.path.basename(os.path.normpath(workdir))}")
+
+
 def plot_feature_maps(image, maps: Dict[str, np.ndarray], out_png: str, title: str, channels: int = 8) -> str:
   """For one input (maps[name][0]), the first `channels` maps of each layer; one colour scale per row."""
   plt = _plt()

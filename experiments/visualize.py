@@ -47,9 +47,7 @@ def workdir_figures(workdir: str, out: str, layers: str, index: int, batch: int)
   model, variables, config, info = viz.load_workdir(workdir)
   images, labels = viz.eval_images(config, info, limit=max(batch, index + 1))
   name = f"{config.model.name} on {config.dataset.name}, {os.path.basename(os.path.normpath(workdir))}"
-  kernel = viz.first_conv_kernel(model, variables["params"], images.shape[1:])
-  pngs = [viz.plot_filters(kernel, os.path.join(out, "filters.png"),
-                           f"first convolution's filters {kernel.shape} (HWIO), {name}")]
+  pngs = [viz.plot_workdir_filters(workdir, os.path.join(out, "filters.png"))]
   chosen = viz.feature_maps(model, variables, images[index:index + 1], layers)
   pngs.append(viz.plot_feature_maps(images[index], chosen, os.path.join(out, "feature_maps.png"),
                                     f"feature maps for eval example {index} (label {labels[index]}), {name}"))

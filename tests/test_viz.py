@@ -177,6 +177,6 @@ def test_load_workdir_reproduces_the_training_loops_evaluation(tmp_path, make_co
   want = [e["top1"] for e in logged if e["split"] == "eval"][-1]
   assert len(labels) == 355
   assert top1 == pytest.approx(want, abs=1e-6)
-  png = viz.plot_filters(viz.first_conv_kernel(model, variables["params"], images.shape[1:]),
-                         str(tmp_path / "filters.png"), "filters")
-  assert os.path.getsize(png) > 0
+  np.testing.assert_array_equal(viz.first_conv_kernel(model, variables["params"], images.shape[1:]),
+                                variables["params"]["stem_conv"]["kernel"])
+  assert os.path.getsize(viz.plot_workdir_filters(str(tmp_path), str(tmp_path / "filters.png"))) > 0
