@@ -197,3 +197,19 @@ def test_dataset_classes_keeps_only_those_labels():
   c.dataset.classes = (2, 12)
   with pytest.raises(ConfigError, match=r"dataset.classes=\(2, 12\)"):
     data.get_source(c.dataset, "test")
+
+
+# --- experiments.fewshot: one episode ------------------------------------------------------------------------------
+def test_episode_methods_on_xor_blobs_and_disjoint_episode_indices():
+  from experiments import fewshot as exp
+  centres = np.array([[4.0, 4.0], [-4.0, -4.0], [4.0, -4.0], [-4.0, 4.0]])
+  xs, bs = _blobs(centres, 10, 0.5, 9)
+  xq, bq = _blobs(centres, 25, 0.5, 10)
+  r = exp.run_episode(xs, bs // 2, xq, bq // 2, shots=20)
+  assert r["1-NN"] == r["k-NN"] == r["FRiS-Stolp"] == 1.0
+  assert r["nearest centroid"] < 0.8 and r["stolps per class"] >= 2
+  labels = np.repeat(np.arange(5, 10), 30)
+  s, q = exp.episode_indices(labels, (5, 6, 7, 8, 9), 3, 4, np.random.default_rng(0))
+  assert len(set(s) | set(q)) == 35 and not set(s) & set(q)
+  np.testing.assert_array_equal(np.bincount(labels[s])[5:], [3] * 5)
+  np.testing.assert_array_equal(np.bincount(labels[q])[5:], [4] * 5)
