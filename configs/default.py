@@ -62,6 +62,7 @@ def get_config():
   c.dataset.eval_split = "test"
   c.dataset.image_size = 32
   c.dataset.num_classes = -1         # -1: the data set's; otherwise must equal it (a check)
+  c.dataset.classes = ()             # () all; else only these labels, train and eval (few-shot base classes)
   c.dataset.eval_name = config_dict.placeholder(str)  # evaluate on another data set (e.g. imagenet_v2)
   c.dataset.augment = "none"         # training: cnnjax.data.transforms.AUGMENTS
   c.dataset.eval_augment = "none"    # evaluation: 'none' (resize) | 'center_crop'

@@ -293,7 +293,37 @@ def get_source(dataset_config, split: str, *, name: Optional[str] = None):
     hint = f" Did you mean {close}?" if close else ""
     raise ConfigError(f"unknown data set dataset.name={name!r}.{hint} Known: {known_names()}")
   source, info = DATASETS[family](dataset_config, split, name)
-  return CheckedSource(source, name, split, info.num_classes, info.image_shape[-1]), info
+  source = CheckedSource(source, name, split, info.num_classes, info.image_shape[-1])
+  classes = tuple(dataset_config.get("classes") or ())
+  return (class_subset(source, classes, info.num_classes) if classes else source), info
+
+
+class ClassSubset:
+  """The examples of `source` whose label is in a set of classes, in source order; labels are unchanged."""
+
+  def __init__(self, source, indices: np.ndarray):
+    self.source, self.indices = source, indices
+
+  def __len__(self):
+    return len(self.indices)
+
+  def __getitem__(self, i):
+    return self.source[int(self.indices[i])]
+
+  def __repr__(self):
+    return f"ClassSubset({self.source!r}, n={len(self)})"
+
+
+def class_subset(source, classes, num_classes: int) -> ClassSubset:
+  """`dataset.classes`: keep only these labels (e.g. the base classes of a few-shot split). Labels keep their
+  values and the model keeps the data set's `num_classes` outputs; the other classes are never seen."""
+  ok = all(isinstance(c, (int, np.integer)) and 0 <= c < num_classes for c in classes)
+  if not ok or len(set(classes)) != len(classes):
+    raise ConfigError(f"config.dataset.classes={classes!r} is invalid: distinct ints in [0, {num_classes})")
+  inner = getattr(source, "source", source)
+  labels = (np.asarray(inner.labels) if hasattr(inner, "labels")
+            else np.array([source[i]["label"] for i in range(len(source))]))   # reads each example once
+  return ClassSubset(source, np.flatnonzero(np.isin(labels, classes)))
 
 
 def eval_source(dataset_config):
