@@ -114,11 +114,15 @@ def _flatten(d) -> dict:
 
 def resume_differences(saved: dict, config) -> list:
   """Fields that differ between a workdir's saved config.json and `config`, other than RESUME_SAFE ones."""
+  from configs import default  # a field added since the workdir was written counts as its default there
   now = _flatten(json.loads(config.to_json_best_effort()))
   old = _flatten(saved)
+  defaults = _flatten(json.loads(default.get_config().to_json_best_effort()))
   diffs = []
   for key in sorted(set(now) | set(old)):
     if any(key == s or (s.endswith(".") and key.startswith(s)) for s in RESUME_SAFE):
+      continue
+    if key not in old and key in defaults and now[key] == defaults[key]:
       continue
     if now.get(key, "<absent>") != old.get(key, "<absent>"):
       diffs.append(f"{key}: {old.get(key, '<absent>')!r} in the workdir, {now.get(key, '<absent>')!r} now")

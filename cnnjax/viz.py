@@ -94,8 +94,8 @@ def load_workdir(workdir: str, step: Optional[int] = None):
   """(model, variables, config, info) of a workdir: the model rebuilt from config.json as training built it,
   the variables ('params', and 'batch_stats' when present) from its newest (or `step`'s) checkpoint."""
   import ml_collections
-  from cnnjax import checkpoint, config as config_lib, data, models
-  saved = config_lib.load_json(workdir)
+  from cnnjax import checkpoint, config as config_lib, data, models, workdir as workdir_lib
+  saved = workdir_lib.read_json(workdir_lib.path(workdir) / workdir_lib.CONFIG)
   if saved is None:
     raise FileNotFoundError(f"{workdir} has no config.json: not a training workdir")
   config = ml_collections.ConfigDict(saved)
@@ -294,12 +294,12 @@ def plot_filters(kernel, out_png: str, title: str) -> str:
 
 def plot_workdir_filters(workdir: str, out_png: str) -> str:
   """filters.png for a training workdir: its first convolution's filters at the newest checkpoint."""
-  import os
+  from cnnjax import workdir as workdir_lib
   model, variables, config, info = load_workdir(workdir)
   shape = (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
   kernel = first_conv_kernel(model, variables["params"], shape)
   return plot_filters(kernel, out_png, f"first convolution's filters {kernel.shape} (HWIO), {config.model.name} "
-                      f"on {config.dataset.name}, {os.path.basename(os.path.normpath(workdir))}")
+                      f"on {config.dataset.name}, {workdir_lib.path(workdir).name}")
 
 
 def plot_feature_maps(image, maps: Dict[str, np.ndarray], out_png: str, title: str, channels: int = 8) -> str:

@@ -14,6 +14,7 @@ import sys
 
 import flax
 
+from cnnjax import viz
 from cnnjax import workdir as workdir_lib
 
 M = workdir_lib.METRICS
@@ -91,45 +92,6 @@ def save_png(fig, path, dpi=100) -> None:
   path.write_bytes(buf.getvalue())
 
 
-def first_conv_kernel(params):
-  """The kernel (H, W, I, O) of the first convolution in the parameter tree (by insertion order)."""
-  stack = [params]
-  while stack:
-    node = stack.pop(0)
-    if isinstance(node, dict):
-      if "kernel" in node and getattr(node["kernel"], "ndim", 0) == 4:
-        return node["kernel"]
-      stack.extend(node.values())
-  return None
-
-
-def plot_filters(workdir, out_png):
-  """The first conv layer's filters of the newest checkpoint, one tile each (min-max scaled per filter)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import numpy as np
-  from cnnjax import checkpoint
-  state, step = checkpoint.load_numpy(workdir)
-  k = first_conv_kernel(state["params"])
-  if k is None:
-    return None
-  n = k.shape[-1]
-  cols = int(np.ceil(np.sqrt(n)))
-  rows = int(np.ceil(n / cols))
-  fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2), squeeze=False)
-  for i, ax in enumerate(axes.flat):
-    ax.axis("off")
-    if i < n:
-      f = k[..., i]
-      f = (f - f.min()) / (f.max() - f.min() + 1e-12)
-      ax.imshow(f[..., 0] if f.shape[-1] != 3 else f, cmap="gray" if f.shape[-1] != 3 else None,
-                interpolation="nearest")
-  fig.suptitle(f"first-layer filters, step {step}\n{workdir_lib.path(workdir).name}", fontsize=8)
-  save_png(fig, workdir_lib.path(out_png))
-  return out_png
-
-
 def table(workdirs):
   names, _ = labels(workdirs)
   rows = ["| run | steps | final train loss | final train error | final test top-1 | final test top-5 | "
@@ -165,7 +127,7 @@ def main(argv=None):
   if a.filters:
     for w in workdirs:
       if (w / "checkpoints").is_dir():
-        print("wrote", plot_filters(w, w / "filters.png"))
+        print("wrote", viz.plot_workdir_filters(w, w / "filters.png"))
 
 
 if __name__ == "__main__":
