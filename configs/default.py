@@ -60,6 +60,7 @@ def get_config():
   c.dataset.train_split = "train"
   c.dataset.eval_split = "test"
   c.dataset.image_size = 32
+  c.dataset.fit = "resize"           # to image_size: 'resize', or 'pad' (centred on zeros, e.g. 28 -> 32 for LeNet-5)
   c.dataset.num_classes = -1         # -1: the data set's; otherwise must equal it (a check)
   c.dataset.eval_name = config_dict.placeholder(str)  # evaluate on another data set (e.g. imagenet_v2)
   c.dataset.augment = "none"         # training: cnnjax.data.transforms.AUGMENTS

@@ -241,6 +241,21 @@ def test_pad_crop_and_flip_hand_worked():
   np.testing.assert_allclose(out["image"][..., 0], [[4, 0], [0, 0]], atol=1e-4)
 
 
+def test_fit_pad_centres_on_zeros_then_pad_crops():
+  image = np.arange(1, 10, dtype=np.uint8).reshape(3, 3, 1)
+  # 3x3 into 6x6: slack 3, one row/column above/left and two below/right.
+  want = np.zeros((6, 6), np.uint8)
+  want[1:4, 1:4] = image[..., 0]
+  np.testing.assert_array_equal(transforms.pad_to(image, 6)[..., 0], want)
+  p = transforms.Preprocess(6, (0.0,), (1 / 255,), augment="pad_crop", pad=1, fit="pad")
+  out = p.random_map({"image": image, "label": 0}, StubRng(2, 0))   # crop offset (2, 0) of the 8x8 padding
+  np.testing.assert_allclose(out["image"][..., 0], np.pad(want, 1)[2:8, 0:6], atol=1e-4)
+  with pytest.raises(ValueError, match="3x3 pixels does not fit in dataset.image_size=2"):
+    transforms.pad_to(image, 2)
+  with pytest.raises(ConfigError, match="fit='pad' does not go with augment 'center_crop'"):
+    transforms.Preprocess(6, (0.0,), (1.0,), augment="center_crop", fit="pad")
+
+
 def test_resize_of_a_constant_image_is_constant():
   image = np.full((37, 23, 3), 77, np.uint8)
   for augment in ("none", "inception_crop_flip", "center_crop"):

@@ -161,6 +161,20 @@ def test_a_tfds_prepared_copy_comes_first(tmp_path):
   assert len(src) == 10
 
 
+def test_lenet_preset_centres_fashion_mnist_in_32x32(tmp_path):
+  """configs/lenet.py:fashion_mnist feeds LeNet-5 the 28x28 images unscaled on a 32x32 zero field."""
+  from configs import lenet
+  written = write_mnist(tmp_path, n_test=3)
+  c = lenet.get_config("fashion_mnist")
+  c.dataset.data_dir = str(tmp_path)
+  c.eval_batch_size = 4
+  src, info = data.eval_source(c.dataset)
+  images = next(iter(data.eval_dataset(c, src, info)))["image"][:3, ..., 0]
+  want = np.zeros((3, 32, 32))
+  want[:, 2:30, 2:30] = written["test"][0]
+  np.testing.assert_allclose(images, (want / 255 - 0.2860) / 0.3530, rtol=1e-5, atol=1e-5)
+
+
 # --- image folders --------------------------------------------------------------------------------------------
 def _png(path, array):
   os.makedirs(os.path.dirname(path), exist_ok=True)
