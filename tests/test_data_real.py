@@ -215,7 +215,7 @@ def test_folder_classes_sorted_and_pixels_exact(tmp_path):
   assert info.class_names == ("Apple", "mouse", "zebra") and info.num_classes == 3   # sorted(), as ImageFolder
   assert len(src) == 3 * 4
   for i in range(len(src)):
-    path = src.source.path(i)
+    path = src.source.example_path(i)
     assert src[i]["label"] == info.class_names.index(path.split(os.sep)[-2])
     if path in arrays:
       np.testing.assert_array_equal(src[i]["image"], arrays[path])

@@ -48,6 +48,9 @@ def class_names(root: str, split: str) -> List[str]:
   """The sorted class directory names of `split` (hidden ones such as .ipynb_checkpoints left out)."""
   path = split_dir(root, split)
   names = _visible(n for n in os.listdir(path) if os.path.isdir(os.path.join(path, n)))
+  loose = _visible(n for n in os.listdir(path) if not os.path.isdir(os.path.join(path, n)))
+  if loose:
+    log.warning("%s: %d file(s) outside any class directory are not used: %s", path, len(loose), loose[:5])
   if not names:
     raise ConfigError(f"{path} holds no class directories (expected {path}/<class>/<image>)")
   return names
@@ -111,7 +114,8 @@ def scan(root: str, split: str, train_split: str, on_bad_file: str, num_threads:
 
 
 class FolderSource:
-  """Random access to image files: records {'image': encoded bytes, 'label': int}; `path(i)` names the file."""
+  """Random access to image files: records {'image': encoded bytes, 'label': int}; `example_path(i)` names
+  example i's file (for error messages)."""
 
   def __init__(self, paths, labels):
     self.paths, self.labels = list(paths), np.asarray(labels, np.int32)
@@ -123,7 +127,7 @@ class FolderSource:
     with open(self.paths[i], "rb") as f:
       return {"image": f.read(), "label": int(self.labels[i])}
 
-  def path(self, i) -> str:
+  def example_path(self, i) -> str:
     return self.paths[i]
 
   def __repr__(self):

@@ -78,8 +78,8 @@ class CheckedSource:
 
   def __getitem__(self, i):
     where = f"example {i} of data set {self.name!r} split {self.split!r}"
-    if hasattr(self.source, "path"):
-      where += f" ({self.source.path(i)})"
+    if hasattr(self.source, "example_path"):
+      where += f" ({self.source.example_path(i)})"
     record = self.source[i]
     image = record["image"]
     if isinstance(image, (bytes, np.bytes_)):
