@@ -3,7 +3,8 @@
 Class names are the sorted subdirectory names of the training split (ImageFolder's order), so label k is the
 k-th name; every other split must hold exactly the same classes. The source returns each file's encoded bytes;
 `CheckedSource` decodes them per example inside the Grain pipeline (in its worker processes when
-`dataset.num_workers > 0`) and the pipeline's transforms resize them, so nothing is decoded up front.
+`dataset.num_workers > 0`) and the pipeline's transforms resize them: no decoded image is held in memory
+(only on_bad_file='skip' decodes, and drops, each file once at start).
 
 Bad files (`dataset.folder.on_bad_file`): a file without an image extension or whose contents PIL does not
 recognise as an image stops the run with its path ('stop'), or is left out, counted and reported ('skip').
