@@ -187,7 +187,7 @@ def _jpeg_bytes(array):
   return buf.getvalue()
 
 
-def write_folder(root, classes=("zebra", "Apple", "mouse"), per_class=(3, 2), seed=0):
+def write_folder(root, classes=("zebra", "apple", "Mouse"), per_class=(3, 2), seed=0):
   """root/{train,val}/<class>/: PNGs (RGB) and one JPEG per class in train; returns {path: array} of the PNGs."""
   rng = np.random.default_rng(seed)
   arrays = {}
@@ -212,7 +212,7 @@ def test_folder_classes_sorted_and_pixels_exact(tmp_path):
   arrays = write_folder(tmp_path)
   c = _folder_config(tmp_path)
   src, info = data.get_source(c.dataset, "train")
-  assert info.class_names == ("Apple", "mouse", "zebra") and info.num_classes == 3   # sorted(), as ImageFolder
+  assert info.class_names == ("Mouse", "apple", "zebra") and info.num_classes == 3   # sorted(), as ImageFolder
   assert len(src) == 3 * 4
   for i in range(len(src)):
     path = src.source.example_path(i)
@@ -235,8 +235,8 @@ def test_folder_grey_channel(tmp_path):
 def _add_bad_files(root):
   """A truncated JPEG (its header intact), a text file and random bytes named .png."""
   good = _jpeg_bytes(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
-  bad = {"truncated": os.path.join(root, "train", "mouse", "truncated.jpg"),
-         "text": os.path.join(root, "train", "Apple", "notes.txt"),
+  bad = {"truncated": os.path.join(root, "train", "Mouse", "truncated.jpg"),
+         "text": os.path.join(root, "train", "apple", "notes.txt"),
          "noise": os.path.join(root, "train", "zebra", "noise.png")}
   with open(bad["truncated"], "wb") as f:
     f.write(good[:len(good) // 2])
