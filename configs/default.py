@@ -61,6 +61,7 @@ def get_config():
   c.dataset.train_split = "train"
   c.dataset.eval_split = "test"
   c.dataset.image_size = 32
+  c.dataset.fit = "resize"           # to image_size: 'resize', or 'pad' (centred on zeros, e.g. 28 -> 32 for LeNet-5)
   c.dataset.num_classes = -1         # -1: the data set's; otherwise must equal it (a check)
   c.dataset.classes = ()             # () all; else only these labels, train and eval (few-shot base classes)
   c.dataset.eval_name = config_dict.placeholder(str)  # evaluate on another data set (e.g. imagenet_v2)
@@ -82,4 +83,10 @@ def get_config():
   c.dataset.synthetic.image_shape = (32, 32, 3)
   c.dataset.synthetic.jpeg = False   # store the images as JPEG bytes, decoded per example (as ImageNet's)
   c.dataset.synthetic.seed = 0
+  # dataset.name='folder': data_dir/<split>/<class>/<image>, as torchvision's ImageFolder (cnnjax/data/folder.py).
+  c.dataset.folder = ml_collections.ConfigDict()
+  c.dataset.folder.channels = 3      # 1: grey, 3: RGB (every image is converted)
+  c.dataset.folder.on_bad_file = "stop"  # a non-image or damaged file: 'stop' naming it, or 'skip' and count it
+  c.dataset.folder.mean = config_dict.placeholder(tuple)  # per channel, in [0, 1]; None: ImageNet's (grey: averaged)
+  c.dataset.folder.std = config_dict.placeholder(tuple)
   return c

@@ -9,7 +9,8 @@ The paper's CIFAR-10 recipe (Sec. 4.2): batch 128, lr 0.1 divided by 10 at 32k a
 ResNet-56 6.97%, ResNet-110 6.43% (Table 6).
 
 Presets (`--config configs/resnet.py:NAME`) switch the data set, the input size, the augmentation and the model
-together: `cifar10` and `cifar100` (the Sec. 4.2 recipe above), `mnist`, `fashion_mnist` (native 28x28),
+together: `cifar10` and `cifar100` (the Sec. 4.2 recipe above), `mnist`, `fashion_mnist` (native 28x28; the Sec. 4.2
+augmentation, 4-pixel pad + random crop + flip),
 `imagenette` (ResNet-18 at 128 px), `imagenet`, `imagenet_1pct`, `imagenet_10pct` (ResNet-50, Sec. 3.4: 224 px
 random-resized crops + flip, 224/256 center-crop evaluation, lr 0.1 / 10 at epochs 30 and 60, 90 epochs),
 `imagenet_v2` (ImageNet training, ImageNetV2 evaluation), `imagenet32`, `imagenet64` (downsampled ImageNet with a
@@ -50,9 +51,12 @@ def get_config(preset: str = "digits"):
     c.lr_boundaries_epochs = (32_000 / 390, 48_000 / 390)   # 50,000 / 128 = 390 steps per epoch
     c.nesterov = False
   elif preset in ("mnist", "fashion_mnist"):
+    # Native 28x28 (28 -> 14 -> 7 through the three stages) rather than 32: no interpolation of the pixels
+    # and (32/28)^2 = 1.31x fewer FLOPs per step, which matters for the depth experiments on a CPU.
     c.dataset.name = preset
-    c.dataset.image_size = 28          # native size: 28 -> 14 -> 7 through the three stages
-    c.dataset.augment = "pad_crop"     # no flips: a mirrored digit is another symbol
+    c.dataset.image_size = 28
+    # Digits lose their class when mirrored; clothes keep it, so Fashion-MNIST gets the Sec. 4.2 flips too.
+    c.dataset.augment = "pad_crop" if preset == "mnist" else "pad_crop_flip"
     c.batch_size = 128
     c.num_epochs = 15
   elif preset in ("imagenette", "imagenet", "imagenet_1pct", "imagenet_10pct", "imagenet_v2"):

@@ -4,8 +4,9 @@ import pytest
 
 from cnnjax import config as config_lib, data, models
 
-CONFIGS = [("configs/resnet.py", p) for p in ("digits", "cifar10", "imagenette", "imagenet_1pct", "synthetic")] + [
-    ("configs/lenet.py", p) for p in ("lenet5", "lenet5_modern", "lenet1")] + [
+CONFIGS = [("configs/resnet.py", p) for p in ("digits", "cifar10", "imagenette", "imagenet_1pct", "synthetic",
+                                              "fashion_mnist")] + [
+    ("configs/lenet.py", p) for p in ("lenet5", "lenet5_modern", "lenet1", "fashion_mnist", "fashion_mnist_modern")] + [
     ("configs/alexnet.py", "digits"), ("configs/alexnet.py", "imagenet"), ("configs/vgg.py", "digits"),
     ("configs/vgg.py", "imagenet"), ("configs/googlenet.py", "digits"), ("configs/googlenet.py", "torchvision"),
     ("configs/imagenet_subset.py", "1pct"), ("configs/ablation.py", "digits")]

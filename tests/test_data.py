@@ -241,6 +241,21 @@ def test_pad_crop_and_flip_hand_worked():
   np.testing.assert_allclose(out["image"][..., 0], [[4, 0], [0, 0]], atol=1e-4)
 
 
+def test_fit_pad_centres_on_zeros_then_pad_crops():
+  image = np.arange(1, 10, dtype=np.uint8).reshape(3, 3, 1)
+  # 3x3 into 6x6: slack 3, one row/column above/left and two below/right.
+  want = np.zeros((6, 6), np.uint8)
+  want[1:4, 1:4] = image[..., 0]
+  np.testing.assert_array_equal(transforms.pad_to(image, 6)[..., 0], want)
+  p = transforms.Preprocess(6, (0.0,), (1 / 255,), augment="pad_crop", pad=1, fit="pad")
+  out = p.random_map({"image": image, "label": 0}, StubRng(2, 0))   # crop offset (2, 0) of the 8x8 padding
+  np.testing.assert_allclose(out["image"][..., 0], np.pad(want, 1)[2:8, 0:6], atol=1e-4)
+  with pytest.raises(ValueError, match="3x3 pixels does not fit in dataset.image_size=2"):
+    transforms.pad_to(image, 2)
+  with pytest.raises(ConfigError, match="fit='pad' does not go with augment 'center_crop'"):
+    transforms.Preprocess(6, (0.0,), (1.0,), augment="center_crop", fit="pad")
+
+
 def test_resize_of_a_constant_image_is_constant():
   image = np.full((37, 23, 3), 77, np.uint8)
   for augment in ("none", "inception_crop_flip", "center_crop"):
@@ -248,6 +263,31 @@ def test_resize_of_a_constant_image_is_constant():
     out = p.random_map({"image": image, "label": 0}, np.random.default_rng(1))["image"]
     assert out.shape == (16, 16, 3)
     np.testing.assert_allclose(out, 77, atol=1e-3)
+
+
+def test_resize_is_bilinear_with_half_pixel_centres_antialiased_when_shrinking():
+  """The convention (PIL's BILINEAR, as torchvision's default): pixel centres at i + 0.5, a triangle filter
+  whose width grows by the shrink factor (antialiasing), weights renormalised at the borders. Worked by hand;
+  nearest-neighbour, bicubic or a plain (aliasing) bilinear shrink each give other values."""
+  up = transforms.resize(np.array([[0, 80], [160, 240]], np.uint8)[..., None], 4)[..., 0]
+  # Output centres at input positions 0.25, 0.75, 1.25, 1.75: weights (1, 0), (.75, .25), (.25, .75), (0, 1).
+  np.testing.assert_array_equal(up, [[0, 20, 60, 80], [40, 60, 100, 120], [120, 140, 180, 200],
+                                     [160, 180, 220, 240]])
+  row = np.array([0, 70, 140, 210], np.uint8)
+  down = transforms.resize(np.tile(row, (4, 1))[..., None], 2)[..., 0]
+  # Shrinking by 2: output centres at 1 and 3, triangle half-width 2 over input centres 0.5 ... 3.5: weights
+  # (.75, .75, .25, 0) / 1.75 and (0, .25, .75, .75) / 1.75 -> 50 and 160 (a plain bilinear shrink: 35, 175).
+  np.testing.assert_array_equal(down, [[50, 160]] * 2)
+
+
+@pytest.mark.parametrize("h,w,size", [(37, 23, 16), (7, 9, 20), (28, 28, 32)])
+def test_resize_matches_jax_linear_antialiased(h, w, size):
+  """jax.image.resize(method='linear', antialias=True) follows the same convention, in float: within 1 of
+  the uint8 result (PIL rounds to uint8 in fixed point)."""
+  import jax
+  image = np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint8)
+  want = np.asarray(jax.image.resize(image.astype(np.float32), (size, size, 3), "linear", antialias=True))
+  np.testing.assert_allclose(transforms.resize(image, size), want, atol=1.0)
 
 
 def test_bad_augment_names_allowed():

@@ -56,7 +56,7 @@ def preprocess(d, info, augment: str) -> Preprocess:
   return Preprocess(d.image_size, info.mean, info.std, augment=augment, pad=d.get("pad", 4),
                     area_range=tuple(d.get("crop_area_range", (0.08, 1.0))),
                     aspect_range=tuple(d.get("crop_aspect_range", (3 / 4, 4 / 3))),
-                    crop_fraction=d.get("eval_crop_fraction", 0.875))
+                    crop_fraction=d.get("eval_crop_fraction", 0.875), fit=d.get("fit", "resize"))
 
 
 def _mark_flags_parsed() -> None:

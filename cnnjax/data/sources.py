@@ -1,9 +1,9 @@
 """Random-access data sources: each is a sequence of records {'image': uint8 HxWxC, 'label': int}.
 
-All data sets, embedded, synthetic or TFDS, come through `get_source(dataset_config, split)`, which returns the
-source and its `DatasetInfo`. Names are looked up in `DATASETS` (exact names such as 'digits', 'synthetic',
-'cifar10', or a TFDS family with its config, such as 'imagenette/320px-v2'); an unknown name lists the known
-ones. Every source is wrapped in `CheckedSource`, which decodes encoded images and rejects bad examples with an
+All data sets, embedded, synthetic, IDX files (mnist, fashion_mnist), image folders or TFDS, come through
+`get_source(dataset_config, split)`, which returns the source and its `DatasetInfo`. Names are looked up in
+`DATASETS` (exact names such as 'digits', 'synthetic', 'folder', 'cifar10', or a TFDS family with its config,
+such as 'imagenette/320px-v2'); an unknown name lists the known ones. Every source is wrapped in `CheckedSource`, which decodes encoded images and rejects bad examples with an
 error naming the data set, the split and the example's index.
 
 TFDS data sets are read with `tfds.data_source` from prepared ArrayRecord files, never downloaded: a data set
@@ -18,6 +18,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from cnnjax.data import folder, idx
 from cnnjax.errors import ConfigError
 
 
@@ -29,6 +30,7 @@ class DatasetInfo:
   mean: Sequence[float]               # per-channel, on images scaled to [0, 1]
   std: Sequence[float]
   splits: Tuple[str, ...]
+  class_names: Tuple[str, ...] = ()   # label k's name, where the data set has names (image folders)
 
 
 class ArraySource:
@@ -75,8 +77,10 @@ class CheckedSource:
     return len(self.source)
 
   def __getitem__(self, i):
-    record = self.source[i]
     where = f"example {i} of data set {self.name!r} split {self.split!r}"
+    if hasattr(self.source, "example_path"):
+      where += f" ({self.source.example_path(i)})"
+    record = self.source[i]
     image = record["image"]
     if isinstance(image, (bytes, np.bytes_)):
       try:
@@ -266,16 +270,116 @@ def tfds_source(cfg, split: str, name: str):
   return source, info
 
 
+# --- MNIST and Fashion-MNIST: TFDS-prepared files, or the original IDX files ------------------------------------
+IDX_SYSTEM_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}   # Debian's dataset-fashion-mnist
+APT_COMMANDS = {"fashion_mnist": "apt-get install dataset-fashion-mnist"}
+
+
+class DataNotFoundError(NotPreparedError, ConfigError):
+  """A data set found in none of the places it is looked for; the message says how to get it."""
+
+
+def _idx_dir(name: str, data_dir: Optional[str]) -> Optional[str]:
+  """The first of data_dir and the system directory holding all four IDX files; a directory holding some but
+  not all of them is an error (rather than silently reading another copy)."""
+  for d in ([data_dir] if data_dir else []) + ([IDX_SYSTEM_DIRS[name]] if name in IDX_SYSTEM_DIRS else []):
+    found = {s: idx.find(d, s) for s in idx.FILES}
+    if all(found.values()):
+      return d
+    if any(found.values()):
+      missing = [stem for pair in idx.FILES.values() for stem in pair
+                 if not any(os.path.isfile(os.path.join(d, stem + ext)) for ext in (".gz", ""))]
+      raise DataNotFoundError(f"{d} holds some of the IDX files of {name!r} but not {missing} (.gz or not)")
+  return None
+
+
+def _not_found(name: str, data_dir: Optional[str], tfds_dir: str) -> DataNotFoundError:
+  stems = [stem for pair in idx.FILES.values() for stem in pair]
+  places = [f"TFDS-prepared files in {tfds_dir}"] + ([f"the IDX files in {data_dir}"] if data_dir else []) + (
+      [f"the IDX files in {IDX_SYSTEM_DIRS[name]}"] if name in IDX_SYSTEM_DIRS else [])
+  get = ([f"install the original files with `{APT_COMMANDS[name]}` (read from {IDX_SYSTEM_DIRS[name]})"]
+         if name in APT_COMMANDS else [f"put the four IDX files {stems} (.gz or not) in a directory and set "
+                                       "config.dataset.data_dir to it"])
+  get.append(f"prepare it with `{build_command(name, '<DIR>')}` and set config.dataset.data_dir=<DIR>")
+  return DataNotFoundError(f"data set {name!r} was not found; searched {', '.join(places)}. Nothing is "
+                           f"downloaded at training time. Get it either way: {'; or '.join(get)}")
+
+
+def _read_idx_split(directory: str, split: str, info: DatasetInfo) -> ArraySource:
+  """The examples of `split` (TFDS split syntax: 'train', 'test[:10%]', 'train[:100]+test') from IDX files."""
+  import types
+  import tensorflow_datasets as tfds
+  sizes = {s: types.SimpleNamespace(num_examples=idx.count(idx.find(directory, s)[1])) for s in idx.FILES}
+  try:
+    parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(sizes)
+  except (AssertionError, ValueError) as e:
+    raise ConfigError(f"split {split!r} of data set {info.name!r} is invalid ({e}): one of {info.splits}, "
+                      f"optionally sliced, such as 'train[:90%]'") from None
+  arrays = {s: idx.read_pair(*idx.find(directory, s), info.image_shape[:2], info.num_classes)
+            for s in {p.splitname for p in parts}}
+  take = [(arrays[p.splitname][0][p.from_:p.to], arrays[p.splitname][1][p.from_:p.to]) for p in parts]
+  if len(take) == 1:
+    return ArraySource(*take[0])
+  return ArraySource(np.concatenate([t[0] for t in take]), np.concatenate([t[1] for t in take]))
+
+
+def idx_source(cfg, split: str, name: str):
+  """MNIST or Fashion-MNIST from the first place that has it: a TFDS-prepared copy under data_dir (TFDS's
+  default directory when unset), the four original IDX files in data_dir, the system directory (Debian's
+  package). None of them: DataNotFoundError, saying how to get it."""
+  info = tfds_info(name)
+  import tensorflow_datasets as tfds
+  data_dir = os.path.expanduser(cfg.data_dir) if cfg.data_dir else None
+  tfds_dir = data_dir or default_data_dir()
+  if tfds.builder(name, data_dir=tfds_dir).is_prepared():
+    return tfds_source(cfg, split, name)
+  directory = _idx_dir(name, data_dir)
+  if directory is None:
+    raise _not_found(name, data_dir, tfds_dir)
+  return _read_idx_split(directory, split, info), info
+
+
+# --- image folders ----------------------------------------------------------------------------------------------
+def folder_info(cfg) -> DatasetInfo:
+  """Classes from the training split's directories; per-channel mean and std from the config, else ImageNet's
+  (their averages for grey)."""
+  if not cfg.data_dir:
+    raise ConfigError("config.dataset.data_dir is unset: dataset.name='folder' reads data_dir/<split>/<class>/")
+  f = cfg.folder
+  if f.channels not in (1, 3):
+    raise ConfigError(f"config.dataset.folder.channels={f.channels!r} is invalid: 1 (grey) or 3 (RGB)")
+  grey = lambda v: v if f.channels == 3 else (float(np.mean(v)),)
+  mean = tuple(f.mean) if f.mean is not None else grey(IMAGENET_MEAN)
+  std = tuple(f.std) if f.std is not None else grey(IMAGENET_STD)
+  for field, v in (("mean", mean), ("std", std)):
+    if len(v) != f.channels or field == "std" and min(v) <= 0:
+      raise ConfigError(f"config.dataset.folder.{field}={v!r} is invalid: {f.channels} value(s), one per channel"
+                        + (", each > 0" if field == "std" else ""))
+  names = tuple(folder.class_names(os.path.expanduser(cfg.data_dir), cfg.train_split))
+  return DatasetInfo("folder", len(names), (None, None, f.channels), mean, std,
+                     splits=(cfg.train_split, cfg.eval_split), class_names=names)
+
+
+def folder_source(cfg, split: str, name: str):
+  info = folder_info(cfg)
+  paths, labels, _ = folder.scan(os.path.expanduser(cfg.data_dir), split, cfg.train_split,
+                                 cfg.folder.on_bad_file, cfg.num_threads)
+  return folder.FolderSource(paths, labels), info
+
+
 DATASETS: Dict[str, Callable] = {
     "digits": lambda cfg, split, name: (digits_source(split), DIGITS_INFO),
     "synthetic": lambda cfg, split, name: synthetic_source(cfg, split),
+    "folder": folder_source,
     **{family: tfds_source for family in TFDS_FAMILIES},
+    "mnist": idx_source,
+    "fashion_mnist": idx_source,
 }
 
 
 def known_names():
   """Every accepted dataset.name: the fixed names and each TFDS family with its configs."""
-  out = ["digits", "synthetic"]
+  out = ["digits", "synthetic", "folder"]
   for family, f in TFDS_FAMILIES.items():
     out += [f"{family}/{c}" for c in f.configs] if f.configs else [family]
   return out
@@ -346,6 +450,8 @@ def get_info(dataset_config) -> DatasetInfo:
     return DIGITS_INFO
   if name == "synthetic":
     return _synthetic_info(dataset_config)
+  if name == "folder":
+    return folder_info(dataset_config)
   if family in TFDS_FAMILIES:
     return tfds_info(name)
   return get_source(dataset_config, dataset_config.train_split)[1]

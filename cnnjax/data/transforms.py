@@ -12,6 +12,9 @@ Augmentations (`augment`):
   inception_crop(_flip) random-resized crop (Szegedy et al. 2015, Sec. 6: area 8%-100%, aspect 3/4-4/3) to SxS
   center_crop          evaluation crop: the central `crop_fraction` of the shorter side (224/256 = 0.875),
                        resized to SxS (equivalent to resizing the shorter side to S/0.875, then a center crop)
+
+`fit` says how an image becomes SxS before none/flip/pad_crop: 'resize' (bilinear), or 'pad' (centred on a zero
+canvas, never scaled: LeNet-5's input, MNIST's 28x28 digits in a 32x32 field, LeCun et al. 1998 Sec. III.A).
 """
 import dataclasses
 import math
@@ -24,6 +27,7 @@ from PIL import Image
 from cnnjax.errors import ConfigError
 
 AUGMENTS = ("none", "flip", "pad_crop", "pad_crop_flip", "inception_crop", "inception_crop_flip", "center_crop")
+FITS = ("resize", "pad")
 
 Box = Tuple[int, int, int, int]   # (top, left, height, width)
 
@@ -36,6 +40,16 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
   pil = Image.fromarray(image[..., 0] if channels == 1 else image)
   out = np.asarray(pil.resize((size, size), Image.BILINEAR))
   return out[..., None] if channels == 1 else out
+
+
+def pad_to(image: np.ndarray, size: int) -> np.ndarray:
+  """A uint8 HxWxC image centred on a size x size zero canvas (the odd pixel of slack goes below/right)."""
+  h, w = image.shape[:2]
+  if h > size or w > size:
+    raise ValueError(f"an image of {h}x{w} pixels does not fit in dataset.image_size={size} with "
+                     "dataset.fit='pad' (which never shrinks); use fit='resize' or a larger image_size")
+  top, left = (size - h) // 2, (size - w) // 2
+  return np.pad(image, ((top, size - h - top), (left, size - w - left), (0, 0)))
 
 
 def crop(image: np.ndarray, box: Box) -> np.ndarray:
@@ -95,10 +109,16 @@ class Preprocess(grain.transforms.RandomMap):
   area_range: Sequence[float] = (0.08, 1.0)
   aspect_range: Sequence[float] = (3 / 4, 4 / 3)
   crop_fraction: float = 0.875
+  fit: str = "resize"
 
   def __post_init__(self):
     if self.augment not in AUGMENTS:
       raise ConfigError(f"config.dataset.augment={self.augment!r} is not one of {AUGMENTS}")
+    if self.fit not in FITS:
+      raise ConfigError(f"config.dataset.fit={self.fit!r} is not one of {FITS}")
+    if self.fit == "pad" and "crop" in self.augment and not self.augment.startswith("pad_crop"):
+      raise ConfigError(f"config.dataset.fit='pad' does not go with augment {self.augment!r}, which resizes its "
+                        "crop: use none, flip or pad_crop(_flip), or fit='resize'")
     if not 0 < self.area_range[0] <= self.area_range[1] <= 1:
       raise ConfigError(f"config.dataset.crop_area_range={tuple(self.area_range)!r} is invalid: "
                         "0 < lo <= hi <= 1")
@@ -118,7 +138,7 @@ class Preprocess(grain.transforms.RandomMap):
     elif a == "center_crop":
       image = resize(crop(image, center_crop_box(*image.shape[:2], self.crop_fraction)), self.image_size)
     else:
-      image = resize(image, self.image_size)
+      image = (pad_to if self.fit == "pad" else resize)(image, self.image_size)
     if a.startswith("pad_crop"):
       image = pad_crop(image, self.pad, rng)
     if a.endswith("flip") and rng.random() < 0.5:
