@@ -7,6 +7,9 @@ in the global stream, and global batch k is the same set of examples for one pro
 positions p, p+N, p+2N, ... of the stream, reading (lazily) only those. The iterator's state is checkpointed
 with the train state (`get_state`/`set_state`; see cnnjax.checkpoint), with or without worker processes.
 
+Sources whose records are ready model inputs (`info.input_shape` set: text token ids) skip the image
+preprocessing.
+
 Evaluation: the source is padded to a multiple of the global eval batch with masked copies of example 0, so
 every example is visited exactly once and every process runs the same number of batches.
 """
@@ -72,7 +75,8 @@ def train_dataset(config, source, info, *, process_index: int = 0, process_count
   _check_shard(process_index, process_count)
   local_batch = _local_batch(config.batch_size, "batch_size", process_count)
   ds = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat()
-  ds = ds.random_map(preprocess(d, info, d.augment))
+  if info.input_shape is None:
+    ds = ds.random_map(preprocess(d, info, d.augment))
   ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)
   it = ds.to_iter_dataset(_read_options(d))
   if d.num_workers > 0:
@@ -89,7 +93,8 @@ def eval_dataset(config, source, info, *, process_index: int = 0, process_count:
   local_batch = _local_batch(config.eval_batch_size, "eval_batch_size", process_count)
   padded_len = math.ceil(len(source) / config.eval_batch_size) * config.eval_batch_size
   ds = grain.MapDataset.source(PaddedSource(source, padded_len))[process_index::process_count]
-  ds = ds.random_map(preprocess(d, info, d.get("eval_augment", "none")), seed=0)
+  if info.input_shape is None:
+    ds = ds.random_map(preprocess(d, info, d.get("eval_augment", "none")), seed=0)
   return ds.batch(local_batch, drop_remainder=False).to_iter_dataset(_read_options(d))
 
 
