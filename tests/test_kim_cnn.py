@@ -220,3 +220,21 @@ def test_end_to_end_tiny_separable_text(tmp_path):
   sums = [eval_step(state, b) for b in data.eval_dataset(c, test_src, info)]
   correct, count = sum(float(s["top1"]) for s in sums), sum(float(s["count"]) for s in sums)
   assert count == 40 and correct == 40
+
+
+@pytest.mark.parametrize("preset", list(kim_cnn.PRESETS))
+def test_every_preset_validates_and_builds_on_its_files(tmp_path, preset):
+  from cnnjax import config as config_lib
+  from cnnjax.data import text
+  c = kim_cnn.get_config(preset)
+  c.dataset.data_dir = str(tmp_path)
+  spec = text.LINE_DATASETS[c.dataset.name.split("/")[1]]
+  for f in spec.files.values():
+    (tmp_path / f).write_text("".join(f"{i % spec.num_classes} words number {i} here\n" for i in range(30)))
+  config_lib.validate(c)
+  info = data.get_info(c.dataset)
+  model = models.create("kim_cnn", num_classes=info.num_classes, **config_lib.model_options(c), **info.model_options)
+  out = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, *info.input_shape),
+                                                                                         info.input_dtype),
+                                                      train=False)[0])
+  assert out.shape == (1, spec.num_classes) and info.input_shape == (4,)
