@@ -62,12 +62,14 @@ def test_label_without_words_is_kept_as_padding(tmp_path):
   assert len(src) == 1 and not src[0]["tokens"].any() and src[0]["label"] == 1
 
 
-def test_vocabulary_and_length_from_train_only(tmp_path):
+def test_vocabulary_and_length_from_train_only(tmp_path, caplog):
   write(tmp_path / "TREC.train.all", ["0 What is a cat ?", "1 Who is a dog ?", "0 What is a cat cat ?"])
   write(tmp_path / "TREC.test.all", ["1 Who is a zebra cat ?", "0 What what what what what what what is it ?"])
   c = config(tmp_path, "trec", dev_fraction=0.0)
   train, info = data.get_source(c.dataset, "train")
-  test, _ = data.get_source(c.dataset, "test")
+  with caplog.at_level("INFO", logger="cnnjax"):
+    test, _ = data.get_source(c.dataset, "test")
+  assert "split test: 1 of 2 sentences truncated to 6 tokens, 0 without words" in caplog.text
   # By falling count, ties alphabetical: is, a, cat 3; What 2 (case kept for TREC), ? 3; Who, dog 1.
   vocab = text.vocab_of(c.dataset, "sentences/trec")
   assert vocab.words == ("<pad>", "<unk>", "?", "a", "cat", "is", "What", "Who", "dog")

@@ -219,13 +219,14 @@ class TfdsText:
   text: str                  # feature names
   label: str
   module: str                # importing it registers the builder (TFDS imports text builders lazily)
+  splits: Tuple[str, ...]
   lowercase: bool = True
 
 
 TFDS_TEXT: Dict[str, TfdsText] = {
-    "glue/sst2": TfdsText(2, "sentence", "label", "tensorflow_datasets.text.glue"),
+    "glue/sst2": TfdsText(2, "sentence", "label", "tensorflow_datasets.text.glue", ("train", "validation", "test")),
     "trec": TfdsText(6, "text", "label-coarse", "tensorflow_datasets.datasets.trec.trec_dataset_builder",
-                     lowercase=False),
+                     ("train", "test"), lowercase=False),
 }
 
 
@@ -279,21 +280,21 @@ def text_names() -> List[str]:
 
 
 def _split(d, name: str, split: str):
-  """(sentences, labels, num_classes, lowercase) of `split` of text data set `name`."""
+  """(sentences, labels, num_classes, lowercase, splits) of `split` of text data set `name`."""
   if name.startswith(FAMILY + "/"):
     short = name[len(FAMILY) + 1:]
     if short not in LINE_DATASETS:
       raise ConfigError(f"unknown data set dataset.name={name!r}; known text data sets: {text_names()}")
     spec = LINE_DATASETS[short]
-    return (*line_split(d, short, split), spec.num_classes, spec.lowercase)
+    return (*line_split(d, short, split), spec.num_classes, spec.lowercase, SPLITS)
   spec = TFDS_TEXT[name]
-  return (*tfds_split(d, name, split), spec.num_classes, spec.lowercase)
+  return (*tfds_split(d, name, split), spec.num_classes, spec.lowercase, spec.splits)
 
 
 def vocab_of(d, name: str) -> Vocab:
   """The vocabulary of `name`'s training split (`dataset.train_split`), its maximum length capped by
   `dataset.max_len` when that is > 0."""
-  sentences, _, _, lowercase = _split(d, name, d.train_split)
+  sentences, _, _, lowercase, _ = _split(d, name, d.train_split)
   return build_vocab([tokenize(s, lowercase) for s in sentences], lowercase, int(_field(d, "max_len")))
 
 
@@ -301,7 +302,7 @@ def text_source(d, split: str, name: str, vocab: Optional[Vocab] = None):
   """(TextSource, DatasetInfo) of `split`; `vocab` (e.g. restored from the workdir) or the training split's."""
   from cnnjax.data.sources import DatasetInfo
   vocab = vocab or vocab_of(d, name)
-  sentences, labels, num_classes, lowercase = _split(d, name, split)
+  sentences, labels, num_classes, lowercase, splits = _split(d, name, split)
   tokens = [tokenize(s, lowercase) for s in sentences]
   truncated = sum(len(t) > vocab.max_len for t in tokens)
   empty = sum(not t for t in tokens)
@@ -312,7 +313,7 @@ def text_source(d, split: str, name: str, vocab: Optional[Vocab] = None):
   options = {"vocab_size": len(vocab)}
   if d.get("vectors"):
     options["embedding_init"] = pretrained_init(d.vectors, vocab)
-  info = DatasetInfo(name, num_classes, image_shape=(), mean=(), std=(), splits=SPLITS,
+  info = DatasetInfo(name, num_classes, image_shape=(), mean=(), std=(), splits=splits,
                      input_shape=(vocab.max_len,), input_dtype="int32", model_options=options)
   return TextSource(ids, labels), info
 
