@@ -22,7 +22,7 @@ def numpy_forward(params, ids, windows, channels=("embedding",)):
   ids = np.pad(ids, ((0, 0), (pad, pad)))
   feats = []
   for h in windows:
-    kernel, bias = p[f"conv{h}"]["kernel"][:, :, 0, :], p[f"conv{h}"]["bias"]
+    kernel, bias = p[f"conv{h}"]["kernel"], p[f"conv{h}"]["bias"]     # (h, k, features): h words x k dims
     n, length = ids.shape
     out = np.zeros((n, length - h + 1, len(bias)))
     for c in channels:

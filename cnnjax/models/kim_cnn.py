@@ -5,6 +5,11 @@ Token ids (N, L) -> word embeddings (L x k, k = 300 in the paper) -> for each fi
 dense to the classes (softmax in the loss). Before the convolutions the sentence is padded with max(h) - 1
 padding words on each side, as Kim's code does, so every word is seen by every window position.
 
+A filter spanning h words and the full embedding width k is a 1-D convolution over the words with the k
+embedding dimensions as input channels (kernel (h, k, 100), the same numbers as Kim's h x k filter on a
+one-channel "image"). It is computed so: XLA's CPU convolution of a one-channel input with a kernel 300 wide
+did not finish a batch-50 gradient in 200 s, against 0.18 s for the 1-D form (2 cores, loaded machine).
+
 Variants (`variant`, Sec. 3.2, Table 2):
 - `rand`: embeddings drawn from U[-0.25, 0.25] and trained;
 - `static`: pretrained vectors (unknown words U[-0.25, 0.25]), kept fixed;
@@ -84,12 +89,11 @@ class KimCNN(nn.Module):
     if self.variant == "multichannel":
       frozen = self.param("embedding_static", lambda rng, *_: table, shape, self.param_dtype)  # a copy at init
       x = x + lookup(jax.lax.stop_gradient(frozen))
-    x = x[..., None]                                       # NHWC: (N, words, embedding, 1)
     pooled = []
-    for h in self.windows:
-      y = Conv(self.features, (h, self.embed_dim), padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype,
-               impl=self.conv_impl, name=f"conv{h}")(x)   # (N, words - h + 1, 1, features)
-      pooled.append(jnp.max(nn.relu(y), axis=(1, 2)))      # max over time
+    for h in self.windows:   # (N, words, embedding) -> (N, words - h + 1, features)
+      y = Conv(self.features, (h,), padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype,
+               impl=self.conv_impl, name=f"conv{h}")(x)
+      pooled.append(jnp.max(nn.relu(y), axis=1))           # max over time
     x = jnp.concatenate(pooled, axis=-1)
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
     return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
