@@ -117,7 +117,8 @@ def test_cv_splits_of_a_file(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, field", [({"fold": 10}, "fold=10"), ({"fold": -1}, "fold=-1"),
-                                              ({"num_folds": 1}, "num_folds=1")])
+                                              ({"num_folds": 1}, "num_folds=1"),
+                                              ({"dev_fraction": 1.0}, "dev_fraction=1.0")])
 def test_bad_fold_is_a_config_error(tmp_path, overrides, field):
   write(tmp_path / "rt-polarity.all", ["0 a", "1 b"])
   with pytest.raises(ConfigError, match=f"config.dataset.{field} is invalid"):

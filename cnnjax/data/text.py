@@ -191,6 +191,8 @@ def line_split(d, name: str, split: str) -> Tuple[List[str], np.ndarray]:
       raise FileNotFoundError(f"data set {FAMILY}/{name}: {path(key)} does not exist "
                               f"(config.dataset.data_dir={d.data_dir!r})")
   seed, fraction = int(_field(d, "split_seed")), float(_field(d, "dev_fraction"))
+  if not 0 <= fraction < 1:
+    raise ConfigError(f"config.dataset.dev_fraction={fraction} is invalid: in [0, 1)")
   if split in spec.files:
     return read_lines(path(split), spec.num_classes)
   if "all" in spec.files:
