@@ -15,7 +15,7 @@ def get_config():
   c.num_epochs = 10
   c.num_train_steps = -1             # -1: num_epochs x steps per epoch
   # Optimizer and schedule (cnnjax/train/optim.py).
-  c.optimizer = "sgd"                # 'sgd' | 'adamw'
+  c.optimizer = "sgd"                # 'sgd' | 'adamw' | 'adadelta'
   c.learning_rate = 0.1
   c.lr_schedule = "cosine"           # 'constant' | 'cosine' | 'step'
   c.lr_boundaries_epochs = (30, 60, 80)
@@ -25,6 +25,10 @@ def get_config():
   c.nesterov = True
   c.adam_b1 = 0.9
   c.adam_b2 = 0.999
+  c.adadelta_rho = 0.95              # Kim (2014)'s Adadelta
+  c.adadelta_eps = 1e-6
+  c.max_norm = 0.0                   # > 0: l2 max-norm of the columns of the kernels matching max_norm_pattern
+  c.max_norm_pattern = "output/kernel"   # regex over '/'-joined parameter paths (full match)
   c.weight_decay = 1e-4
   c.weight_decay_norm_and_bias = False
   c.grad_clip_norm = 0.0             # 0: no clipping

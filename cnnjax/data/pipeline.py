@@ -8,6 +8,9 @@ positions p, p+N, p+2N, ... of the stream, reading (lazily) only those. Batch k 
 seed and k alone: a run resumed at step k starts the stream at batch k (`start_step`), whatever its number of
 worker processes, and nothing about the iterator needs to be checkpointed.
 
+Sources whose records are ready model inputs (`info.input_shape` set: text token ids) skip the image
+preprocessing.
+
 Evaluation: the source is padded to a multiple of the global eval batch with masked copies of example 0, so
 every example is visited exactly once and every process runs the same number of batches.
 """
@@ -75,7 +78,8 @@ def train_dataset(config, source, info, *, process_index: int = 0, process_count
   _check_shard(process_index, process_count)
   local_batch = _local_batch(config.batch_size, "batch_size", process_count)
   ds = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat()
-  ds = ds.random_map(preprocess(d, info, d.augment))
+  if info.input_shape is None:
+    ds = ds.random_map(preprocess(d, info, d.augment))
   ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)[start_step:]
   it = ds.to_iter_dataset(_read_options(d))
   if d.num_workers > 0:
@@ -92,7 +96,8 @@ def eval_dataset(config, source, info, *, process_index: int = 0, process_count:
   local_batch = _local_batch(config.eval_batch_size, "eval_batch_size", process_count)
   padded_len = math.ceil(len(source) / config.eval_batch_size) * config.eval_batch_size
   ds = grain.MapDataset.source(PaddedSource(source, padded_len))[process_index::process_count]
-  ds = ds.random_map(preprocess(d, info, d.get("eval_augment", "none")), seed=0)
+  if info.input_shape is None:
+    ds = ds.random_map(preprocess(d, info, d.get("eval_augment", "none")), seed=0)
   return ds.batch(local_batch, drop_remainder=False).to_iter_dataset(_read_options(d))
 
 

@@ -1,4 +1,5 @@
-"""Random-access data sources: each is a sequence of records {'image': uint8 HxWxC, 'label': int}.
+"""Random-access data sources: each is a sequence of records {'image': uint8 HxWxC, 'label': int}, or for text
+{'tokens': int32 (max_len,), 'label': int} (text.py).
 
 All data sets, embedded, synthetic, IDX files (mnist, fashion_mnist), image folders or TFDS, come through
 `get_source(dataset_config, split)`, which returns the source and its `DatasetInfo`. Names are looked up in
@@ -14,11 +15,11 @@ import difflib
 import io
 import os
 import zlib
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cnnjax.data import folder, idx
+from cnnjax.data import folder, idx, text
 from cnnjax.errors import ConfigError
 
 
@@ -31,6 +32,12 @@ class DatasetInfo:
   std: Sequence[float]
   splits: Tuple[str, ...]
   class_names: Tuple[str, ...] = ()   # label k's name, where the data set has names (image folders)
+  # Set by sources whose records are ready model inputs (text): the input's shape without the batch axis and
+  # its dtype, and options the model needs from the data (vocab_size, embedding_init). None: an image, whose
+  # model input is (image_size, image_size, channels) float32 after pipeline.preprocess.
+  input_shape: Optional[Tuple[int, ...]] = None
+  input_dtype: str = "float32"
+  model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class ArraySource:
@@ -375,22 +382,27 @@ DATASETS: Dict[str, Callable] = {
     "mnist": idx_source,
     "fashion_mnist": idx_source,
 }
+TEXT_NAMES = tuple(text.text_names())
 
 
 def known_names():
-  """Every accepted dataset.name: the fixed names and each TFDS family with its configs."""
+  """Every accepted dataset.name: the fixed names, each TFDS family with its configs, the text data sets."""
   out = ["digits", "synthetic", "folder"]
   for family, f in TFDS_FAMILIES.items():
     out += [f"{family}/{c}" for c in f.configs] if f.configs else [family]
-  return out
+  return out + list(TEXT_NAMES)
 
 
-def get_source(dataset_config, split: str, *, name: Optional[str] = None):
+def get_source(dataset_config, split: str, *, name: Optional[str] = None, vocab: Optional[text.Vocab] = None):
   """Returns (source, info) for data set `name` (default `dataset_config.name`) and `split`.
 
-  The source is a `CheckedSource`: random access, lazy per example, images uint8 HxWxC, labels int.
+  The source is a `CheckedSource`: random access, lazy per example, images uint8 HxWxC, labels int. Text data
+  sets give a `text.TextSource` encoded with `vocab` (one restored from the workdir), by default the
+  vocabulary of their training split.
   """
   name = name or dataset_config.name
+  if name in TEXT_NAMES:
+    return text.text_source(dataset_config, split, name, vocab)   # checked line by line as it is read
   family = name.split("/")[0]
   if family not in DATASETS or family not in TFDS_FAMILIES and name != family:
     close = difflib.get_close_matches(name, known_names(), 3)
@@ -430,20 +442,22 @@ def class_subset(source, classes, num_classes: int) -> ClassSubset:
   return ClassSubset(source, np.flatnonzero(np.isin(labels, classes)))
 
 
-def eval_source(dataset_config):
+def eval_source(dataset_config, vocab: Optional[text.Vocab] = None):
   """The evaluation source: `dataset.eval_name` (e.g. imagenet_v2) if set, else `dataset.name`, on
   `dataset.eval_split`. Its label space must be the training data set's."""
-  train_info = get_info(dataset_config)
-  source, info = get_source(dataset_config, dataset_config.eval_split, name=dataset_config.get("eval_name"))
-  if info.num_classes != train_info.num_classes or info.image_shape[-1] != train_info.image_shape[-1]:
-    raise ConfigError(f"config.dataset.eval_name={info.name!r} has {info.num_classes} classes and "
-                      f"{info.image_shape[-1]} channels; the training data set {train_info.name!r} has "
-                      f"{train_info.num_classes} and {train_info.image_shape[-1]}")
+  train_info = get_info(dataset_config, vocab)
+  source, info = get_source(dataset_config, dataset_config.eval_split, name=dataset_config.get("eval_name"),
+                            vocab=vocab)
+  if (info.num_classes, info.image_shape[-1:], info.input_shape) != (
+      train_info.num_classes, train_info.image_shape[-1:], train_info.input_shape):
+    raise ConfigError(f"config.dataset.eval_name={info.name!r} has {info.num_classes} classes and input "
+                      f"{info.input_shape or info.image_shape[-1:]}; the training data set {train_info.name!r} has "
+                      f"{train_info.num_classes} and {train_info.input_shape or train_info.image_shape[-1:]}")
   return source, train_info
 
 
-def get_info(dataset_config) -> DatasetInfo:
-  """The DatasetInfo of `dataset_config.name`, without opening any file."""
+def get_info(dataset_config, vocab: Optional[text.Vocab] = None) -> DatasetInfo:
+  """The DatasetInfo of `dataset_config.name`, without opening any file (text: after reading its splits)."""
   name = dataset_config.name
   family = name.split("/")[0]
   if name == "digits":
@@ -454,7 +468,7 @@ def get_info(dataset_config) -> DatasetInfo:
     return folder_info(dataset_config)
   if family in TFDS_FAMILIES:
     return tfds_info(name)
-  return get_source(dataset_config, dataset_config.train_split)[1]
+  return get_source(dataset_config, dataset_config.train_split, vocab=vocab)[1]
 
 
 def _synthetic_info(cfg) -> DatasetInfo:

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import checkpoint, data, metrics, models, parallel
+from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
@@ -97,16 +98,18 @@ def fingerprint(tree) -> str:
   return h.hexdigest()[:16]
 
 
-def check_model_input(model, input_shape, config) -> None:
+def check_model_input(model, input_shape, config, info) -> None:
   """Traces the model (no compute) so that a bad model option or a too-small image fails before compiling,
   each with its own message: only a model that builds at a large input and not at this one is 'too small'."""
   try:
-    models.init_variables(model, input_shape, abstract=True)
+    models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True)
     return
   except Exception as small:  # pylint: disable=broad-except
     first_line = str(small).splitlines()[0][:300] if str(small) else type(small).__name__
     error = small
   try:
+    if info.input_shape is not None:  # text: the input's size is the data's, not an option
+      raise error
     models.init_variables(model, (512, 512, input_shape[-1]), abstract=True)
   except Exception:  # pylint: disable=broad-except
     raise ConfigError(f"config.model ({config.model.name!r}) cannot be built: {first_line}") from error
@@ -209,8 +212,11 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   is_chief = jax.process_index() == 0
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
 
-  train_src, info = data.get_source(config.dataset, config.dataset.train_split)
-  eval_src, _ = data.eval_source(config.dataset)  # dataset.eval_name may name another data set
+  vocab = None
+  if config.dataset.name in data.sources.TEXT_NAMES:  # the vocabulary the run started with, else the train split's
+    vocab = text.load_vocab(workdir) or text.vocab_of(config.dataset, config.dataset.name)
+  train_src, info = data.get_source(config.dataset, config.dataset.train_split, vocab=vocab)
+  eval_src, _ = data.eval_source(config.dataset, vocab=vocab)  # dataset.eval_name may name another data set
   if config.dataset.num_classes not in (-1, info.num_classes):
     raise ConfigError(f"config.dataset.num_classes={config.dataset.num_classes} but {config.dataset.name} has "
                       f"{info.num_classes} classes (use -1 to take the data set's)")
@@ -219,9 +225,10 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     raise ConfigError(f"config.batch_size={config.batch_size} is larger than the {len(train_src)} training "
                       f"examples of {config.dataset.name}")
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
-  model = models.create(config.model.name, num_classes=info.num_classes, **config_lib.model_options(config))
-  input_shape = (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
-  check_model_input(model, input_shape, config)
+  model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
+                        **config_lib.model_options(config))
+  input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
+  check_model_input(model, input_shape, config, info)
   tx, schedule = optim.build(config, steps_per_epoch, total_steps)
 
   lock = _take_workdir(config, workdir, restart=restart, allow_config_change=allow_config_change,
@@ -229,7 +236,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   try:
     mesh = parallel.mesh()
     batch_sharding = parallel.batch_sharded(mesh)
-    create = lambda rng: state_lib.create(rng, model, tx, input_shape)
+    create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype)
     state_sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
                                               config.parallel.shard_params, config.parallel.shard_min_size)
     log.info("%s", parallel.describe(state_sharding))
@@ -240,6 +247,10 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
              steps_per_epoch, jax.device_count(), jax.process_count(), start_step)
     if is_chief:
       workdir_lib.write_json(workdir / workdir_lib.CONFIG, json.loads(config.to_json_best_effort()))
+      if vocab is not None:
+        text.save_vocab(vocab, workdir)
+      if info.class_names:  # what each label means, for data sets that name their classes (image folders)
+        workdir_lib.write_json(workdir / "class_names.json", list(info.class_names))
     writer = workdir_lib.MetricsWriter(workdir, enabled=is_chief)
     writer.truncate(start_step)
   except BaseException:

@@ -4,12 +4,20 @@ Schedules are given in epochs in the config and converted to steps here: 'consta
 last step), 'step' (multiply by `lr_decay_factor` at each of `lr_boundaries_epochs`); all with a linear warmup
 over `warmup_epochs`. Weight decay is L2 added to the gradient for SGD (as in the ResNet paper) and decoupled
 for AdamW; `weight_decay_norm_and_bias=False` exempts every parameter of rank < 2 (norm scales and offsets,
-biases).
+biases). Adadelta (Zeiler 2012) takes `adadelta_rho` and `adadelta_eps` (Kim 2014: 0.95, 1e-6, learning rate 1).
+`max_norm > 0` adds the l2 max-norm constraint on the columns of the kernels matching `max_norm_pattern`
+(Hinton et al. 2012; Kim 2014 Sec. 3.1: s = 3 on the output layer), applied after each update.
 """
-import jax
-import optax
+import re
 
-OPTIMIZERS = ("sgd", "adamw")
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+from cnnjax.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adamw", "adadelta")
 SCHEDULES = ("constant", "cosine", "step")
 
 
@@ -35,6 +43,33 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def max_norm(s: float, pattern: str) -> optax.GradientTransformation:
+  """Rescales the updates of every 2-D parameter whose '/'-joined path fully matches `pattern` so that each
+  column (axis 0 summed: one output unit's incoming weights) of params + updates has l2 norm <= s; a column
+  within the bound is left as the update made it. Put it last in a chain: it needs the params."""
+
+  def constrain(path, p, u):
+    if not re.fullmatch(pattern, "/".join(path)):
+      return u
+    new = p + u
+    norm = jnp.sqrt(jnp.sum(jnp.square(new), axis=0, keepdims=True))
+    scale = jnp.where(norm > s, s / jnp.maximum(norm, 1e-30), 1.0)
+    return new * scale - p
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("max_norm needs the params: call update(updates, state, params)")
+    flat_u = traverse_util.flatten_dict(updates)
+    flat_p = traverse_util.flatten_dict(params)
+    if not any(re.fullmatch(pattern, "/".join(k)) for k in flat_u):
+      raise ConfigError(f"config.max_norm_pattern={pattern!r} matches no parameter; parameters: "
+                        f"{sorted('/'.join(k) for k in flat_u)}")
+    out = {k: constrain(k, flat_p[k], u) for k, u in flat_u.items()}
+    return traverse_util.unflatten_dict(out), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def build(config, steps_per_epoch: int, total_steps: int):
   """Returns (optax transformation, schedule)."""
   schedule = learning_rate_schedule(config, steps_per_epoch, total_steps)
@@ -49,8 +84,16 @@ def build(config, steps_per_epoch: int, total_steps: int):
   elif config.optimizer == "adamw":
     parts.append(optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2, weight_decay=config.weight_decay,
                              mask=mask))
+  elif config.optimizer == "adadelta":
+    if config.weight_decay > 0:
+      parts.append(optax.add_decayed_weights(config.weight_decay, mask=mask))
+    parts.append(optax.adadelta(schedule, rho=config.adadelta_rho, eps=config.adadelta_eps))
   else:
     raise ValueError(f"optimizer={config.optimizer!r} is not one of {OPTIMIZERS}")
+  if config.max_norm < 0:
+    raise ConfigError(f"config.max_norm={config.max_norm!r} is invalid: >= 0 (0: no constraint)")
+  if config.max_norm > 0:
+    parts.append(max_norm(config.max_norm, config.max_norm_pattern))
   return optax.chain(*parts), schedule
 
 

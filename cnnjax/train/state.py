@@ -17,10 +17,11 @@ class TrainState:
   rng: jax.Array           # uint32[2] raw key; per-step keys are fold_in(rng, step)
 
 
-def create(rng: jax.Array, model, tx, input_shape) -> TrainState:
-  """Initialises the model on a zero batch of `input_shape` (without the batch axis) and the optimizer."""
+def create(rng: jax.Array, model, tx, input_shape, input_dtype="float32") -> TrainState:
+  """Initialises the model on a zero batch of `input_shape` (without the batch axis) and `input_dtype`
+  (int32 for token ids: `DatasetInfo.input_shape` / `input_dtype`), and the optimizer."""
   init_rng, state_rng = jax.random.split(rng)
-  variables = init_variables(model, input_shape, init_rng)
+  variables = init_variables(model, input_shape, init_rng, dtype=input_dtype)
   params = variables["params"]
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables.get("batch_stats", {}),
                     opt_state=tx.init(params), rng=state_rng)

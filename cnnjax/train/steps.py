@@ -41,6 +41,11 @@ def metric_sums(logits, labels, mask, label_smoothing=0.0) -> Dict[str, jax.Arra
   }
 
 
+def model_input(batch):
+  """The model's input in a batch: 'image' (images), or 'tokens' (text token ids)."""
+  return batch["tokens"] if "tokens" in batch else batch["image"]
+
+
 def split_outputs(out):
   """Models return logits, or (logits, aux_logits_tuple) in training (GoogLeNet's auxiliary classifiers)."""
   if isinstance(out, tuple):
@@ -77,7 +82,7 @@ def make_train_step(model, tx, schedule, *, label_smoothing: float = 0.0, aux_lo
 
   def train_step(state: TrainState, batch: Dict[str, Any]):
     rng = jax.random.fold_in(state.rng, state.step)
-    images, labels = batch["image"], batch["label"]
+    images, labels = model_input(batch), batch["label"]
     k = grad_accum_steps
     if k == 1:
       loss, logits, batch_stats, grads = grads_and_stats(state.params, state.batch_stats, images, labels, rng)
@@ -119,7 +124,7 @@ def make_eval_step(model):
 
   def eval_step(state: TrainState, batch):
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    logits = model.apply(variables, batch["image"], train=False)
+    logits = model.apply(variables, model_input(batch), train=False)
     return metric_sums(logits, batch["label"], batch["mask"])
 
   return eval_step

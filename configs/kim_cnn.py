@@ -1,0 +1,62 @@
+"""Kim (2014)'s CNN for sentence classification (cnnjax/models/kim_cnn.py) on the sentence benchmarks.
+
+Presets, one per data set of Kim's Table 1: `:mr` (default), `:subj`, `:cr`, `:mpqa` (10-fold cross-validation:
+choose the fold with --config.dataset.fold=k), `:trec`, `:sst2`, `:sst1` (given test splits). The line files
+are read from --config.dataset.data_dir (cnnjax/data/text.py); `--config.dataset.name=glue/sst2` (with
+`--config.dataset.eval_split=validation`) or `trec` read prepared TFDS copies instead.
+
+Paper recipe (Sec. 3.1): windows 3, 4, 5 with 100 maps each, ReLU, dropout 0.5, l2 max-norm s = 3 on the
+output layer's weight columns, mini-batches of 50, Adadelta (rho 0.95, eps 1e-6), 25 epochs, early stopping on
+a dev split (10% of the training data where there is none). Variants: --config.model.variant=rand (default) |
+static | non-static | multichannel, the last three with --config.dataset.vectors=<GloVe .txt or word2vec .bin>
+(the paper: 300-d word2vec trained on Google News; --config.model.embed_dim must match the file).
+Table 2, CNN-rand: MR 76.1, SST-1 45.0, SST-2 82.7, Subj 89.6, TREC 91.2, CR 79.8, MPQA 83.4.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+from configs import default
+
+PRESETS = {
+    "mr": "sentences/mr", "subj": "sentences/subj", "cr": "sentences/cr", "mpqa": "sentences/mpqa",
+    "trec": "sentences/trec", "sst2": "sentences/sst2", "sst1": "sentences/sst1",
+}
+
+
+def get_config(preset: str = "mr"):
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r} for configs/kim_cnn.py; known: {list(PRESETS)}")
+  c = default.get_config()
+  c.model.name = "kim_cnn"
+  c.model.variant = "rand"
+  c.model.embed_dim = 300
+  c.model.windows = (3, 4, 5)
+  c.model.features = 100
+  c.model.dropout_rate = 0.5
+  c.dataset.name = PRESETS[preset]
+  c.dataset.train_split = "train"
+  c.dataset.eval_split = "test"
+  c.dataset.num_folds = 10           # data sets without a test split: cross-validation folds
+  c.dataset.fold = 0                 # the test fold, 0..num_folds-1
+  c.dataset.split_seed = 0           # fixes the folds and the dev split (cnnjax/data/text.py)
+  c.dataset.dev_fraction = 0.1       # of the training part, where a data set has no dev file
+  c.dataset.max_len = -1             # -1: the longest training sentence; longer sentences are truncated
+  c.dataset.vectors = config_dict.placeholder(str)   # pretrained word vectors for static/non-static/multichannel
+  # Model selection on dev (Kim's early stopping): evaluate `split` every epoch and report the eval split's
+  # metrics at the epoch of the best dev `metric` (ties: the later epoch). Read by the training loop.
+  c.early_stopping = ml_collections.ConfigDict()
+  c.early_stopping.split = "dev"     # '' turns it off
+  c.early_stopping.metric = "top1"
+  c.batch_size = 50
+  c.eval_batch_size = 100
+  c.num_epochs = 25
+  c.optimizer = "adadelta"
+  c.learning_rate = 1.0
+  c.lr_schedule = "constant"
+  c.adadelta_rho = 0.95
+  c.adadelta_eps = 1e-6
+  c.weight_decay = 0.0
+  c.max_norm = 3.0
+  c.max_norm_pattern = "output/kernel"
+  c.log_every_steps = 50
+  return c

@@ -1,0 +1,240 @@
+"""Kim (2014)'s sentence CNN against a numpy float64 forward pass, its frozen channels and padding row under
+training, its parameter count, Adadelta and the max-norm constraint by hand, and a small end-to-end training."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cnnjax import data, models
+from cnnjax.errors import ConfigError
+from cnnjax.train import optim, state as state_lib, steps
+from configs import kim_cnn
+
+TINY = dict(vocab_size=11, embed_dim=4, windows=(2, 3), features=3)
+
+
+def numpy_forward(params, ids, windows, channels=("embedding",)):
+  """Kim's network in float64: embeddings (padding row as zero), max(h)-1 zero words each side, for each window
+  the sum over channels of sum_{i<h, j<k} E[t+i, j] K[i, j, f] plus the bias, ReLU, max over t, dense."""
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+  pad = max(windows) - 1
+  ids = np.pad(ids, ((0, 0), (pad, pad)))
+  feats = []
+  for h in windows:
+    kernel, bias = p[f"conv{h}"]["kernel"], p[f"conv{h}"]["bias"]     # (h, k, features): h words x k dims
+    n, length = ids.shape
+    out = np.zeros((n, length - h + 1, len(bias)))
+    for c in channels:
+      emb = p[c][ids] * (ids != 0)[..., None]
+      for t in range(length - h + 1):
+        out[:, t] += np.einsum("nij,ijf->nf", emb[:, t:t + h], kernel)
+    feats.append(np.maximum(out + bias, 0).max(axis=1))
+  x = np.concatenate(feats, axis=-1)
+  return x @ p["output"]["kernel"] + p["output"]["bias"]
+
+
+def init(model, ids, seed=0):
+  return model.init({"params": jax.random.PRNGKey(seed)}, ids, train=False)["params"]
+
+
+IDS = np.array([[3, 7, 1, 9, 0, 0, 0], [5, 0, 0, 0, 0, 0, 0], [10, 2, 2, 4, 8, 6, 1]], np.int32)
+
+
+@pytest.mark.parametrize("impl", ["xla", "direct", "im2col", "fft"])
+def test_forward_matches_numpy_float64(impl):
+  model = models.create("kim_cnn", num_classes=3, conv_impl=impl, **TINY)
+  params = init(model, IDS)
+  np.testing.assert_array_equal(params["embedding"][0], 0.0)
+  got = model.apply({"params": params}, IDS, train=False)
+  np.testing.assert_allclose(got, numpy_forward(params, IDS, TINY["windows"]), rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_refuses_the_sentence_windows_clearly():
+  model = models.create("kim_cnn", num_classes=3, conv_impl="winograd", **TINY)
+  with pytest.raises(ValueError, match="impl='winograd' computes only 3x3"):
+    init(model, IDS)
+
+
+def test_multichannel_is_the_sum_of_both_channels_convolutions():
+  vectors = lambda key, shape, dtype=jnp.float32: jax.random.normal(jax.random.PRNGKey(5), shape).at[0].set(0)
+  model = models.create("kim_cnn", num_classes=2, variant="multichannel", embedding_init=vectors, **TINY)
+  params = init(model, IDS)
+  np.testing.assert_array_equal(params["embedding"], params["embedding_static"])   # same vectors at init
+  params = {**params, "embedding": params["embedding"] + 0.3}                     # the channels now differ
+  params["embedding"] = params["embedding"].at[0].set(0.0)
+  got = model.apply({"params": params}, IDS, train=False)
+  want = numpy_forward(params, IDS, TINY["windows"], channels=("embedding", "embedding_static"))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  one = numpy_forward(params, IDS, TINY["windows"])
+  assert np.abs(want - one).max() > 1e-2   # the static channel matters
+
+
+def _grads(variant):
+  vectors = lambda key, shape, dtype=jnp.float32: jax.random.normal(key, shape).at[0].set(0)
+  model = models.create("kim_cnn", num_classes=2, variant=variant, embedding_init=vectors, dropout_rate=0.0,
+                        **TINY)
+  params = init(model, IDS)
+  loss = lambda p: jnp.sum(model.apply({"params": p}, IDS, train=False) * jnp.array([1.0, -2.0]))
+  return jax.grad(loss)(params)
+
+
+def test_frozen_channels_get_zero_gradient():
+  g = _grads("static")
+  np.testing.assert_array_equal(g["embedding"], 0.0)
+  assert np.abs(g["conv2"]["kernel"]).max() > 0
+  g = _grads("multichannel")
+  np.testing.assert_array_equal(g["embedding_static"], 0.0)
+  assert np.abs(g["embedding"][IDS[IDS > 0]]).max() > 0
+  g = _grads("non-static")
+  assert np.abs(g["embedding"][IDS[IDS > 0]]).max() > 0
+
+
+def kim_tx(**overrides):
+  c = kim_cnn.get_config("mr")
+  for k, v in overrides.items():
+    c[k] = v
+  return optim.build(c, steps_per_epoch=10, total_steps=100)
+
+
+@pytest.mark.parametrize("variant", ["rand", "multichannel"])   # multichannel's static channel is 'static'
+
+def test_padding_row_and_frozen_channel_stay_exact_under_training(variant):
+  vectors = lambda key, shape, dtype=jnp.float32: jax.random.normal(key, shape).at[0].set(0)
+  model = models.create("kim_cnn", num_classes=2, variant=variant,
+                        embedding_init=None if variant == "rand" else vectors, **TINY)
+  tx, schedule = kim_tx()
+  state = state_lib.create(jax.random.PRNGKey(0), model, tx, (7,), "int32")
+  before = state.params
+  step = jax.jit(steps.make_train_step(model, tx, schedule))
+  for k in range(4):
+    batch = {"tokens": jnp.asarray(np.roll(IDS, k, axis=1)), "label": jnp.array([0, 1, 1])}
+    state, metrics = step(state, batch)
+  emb = np.asarray(state.params["embedding"])
+  np.testing.assert_array_equal(emb[0], 0.0)
+  assert np.abs(emb[IDS[IDS > 0]] - np.asarray(before["embedding"])[IDS[IDS > 0]]).max() > 0
+  if variant == "multichannel":
+    np.testing.assert_array_equal(state.params["embedding_static"], before["embedding_static"])
+  assert np.abs(state.params["conv3"]["kernel"] - before["conv3"]["kernel"]).max() > 0
+
+
+def test_parameter_count_of_the_papers_mr_network():
+  # |V| = 18,765 (Kim 2014, Table 1, MR) + the padding row, k = 300, windows 3, 4, 5 x 100 maps, 2 classes.
+  embedding = (18765 + 1) * 300
+  convs = sum(h * 300 * 100 + 100 for h in (3, 4, 5))
+  want = embedding + convs + 300 * 2 + 2
+  assert want == 5_990_702
+  for variant, extra in [("rand", 0), ("multichannel", embedding)]:
+    c = kim_cnn.get_config("mr")
+    c.model.variant = variant
+    opts = {k: v for k, v in c.model.items() if k != "name"}
+    if variant != "rand":
+      opts["embedding_init"] = jax.nn.initializers.zeros
+    model = models.create("kim_cnn", num_classes=2, vocab_size=18766, **opts)
+    shapes = jax.eval_shape(lambda: init(model, jnp.zeros((1, 56), jnp.int32)))
+    assert sum(x.size for x in jax.tree.leaves(shapes)) == want + extra
+
+
+def test_bad_options_are_config_errors():
+  with pytest.raises(ConfigError, match="config.model.variant='dynamic' is invalid"):
+    init(models.create("kim_cnn", num_classes=2, variant="dynamic", **TINY), IDS)
+  with pytest.raises(ConfigError, match="variant='static' needs pretrained word vectors: set config.dataset.vectors"):
+    init(models.create("kim_cnn", num_classes=2, variant="static", **TINY), IDS)
+
+
+def test_max_norm_against_numpy():
+  rng = np.random.default_rng(0)
+  params = {"output": {"kernel": rng.normal(size=(5, 3)).astype(np.float32), "bias": np.ones(3, np.float32)},
+            "conv3": {"kernel": rng.normal(size=(3, 4, 1, 2)).astype(np.float32)}}
+  updates = jax.tree.map(lambda p: np.float32(0.7) * p + 0.1, params)
+  new = (params["output"]["kernel"] + updates["output"]["kernel"]).astype(np.float64)
+  norms = np.sqrt((new ** 2).sum(axis=0))
+  assert (norms > 3).any() and (norms <= 3).any()       # both cases occur
+  want = np.where(norms > 3, new * 3 / norms, new)
+  tx = optim.max_norm(3.0, "output/kernel")
+  got, _ = tx.update(updates, tx.init(params), params)
+  np.testing.assert_allclose(params["output"]["kernel"] + got["output"]["kernel"], want, rtol=1e-6)
+  np.testing.assert_array_equal(got["output"]["bias"], updates["output"]["bias"])     # not matched
+  np.testing.assert_array_equal(got["conv3"]["kernel"], updates["conv3"]["kernel"])
+  with pytest.raises(ConfigError, match="config.max_norm_pattern='Dense_0/kernel' matches no parameter"):
+    optim.max_norm(3.0, "Dense_0/kernel").update(updates, optax.EmptyState(), params)
+
+
+def test_adadelta_with_max_norm_two_steps_by_hand():
+  rho, eps = 0.95, 1e-6
+  w = np.array([[2.0, 0.1], [2.5, -0.2]])          # column 0 has norm 3.2 > 3 after any small step
+  params = {"output": {"kernel": jnp.asarray(w, jnp.float32)}}
+  grads = [np.array([[0.5, -1.0], [2.0, 0.25]]), np.array([[-0.1, 0.3], [0.2, 0.05]])]
+  tx, _ = kim_tx()
+  opt = tx.init(params)
+  eg, ex, p = np.zeros_like(w), np.zeros_like(w), w.copy()
+  for g in grads:
+    eg = rho * eg + (1 - rho) * g ** 2
+    d = np.sqrt(ex + eps) / np.sqrt(eg + eps) * g
+    ex = rho * ex + (1 - rho) * d ** 2
+    p = p - 1.0 * d
+    n = np.sqrt((p ** 2).sum(axis=0))
+    p = np.where(n > 3, p * 3 / n, p)
+    upd, opt = tx.update({"output": {"kernel": jnp.asarray(g, jnp.float32)}}, opt, params)
+    params = optax.apply_updates(params, upd)
+    np.testing.assert_allclose(params["output"]["kernel"], p, rtol=1e-5)
+  np.testing.assert_allclose(np.sqrt((p ** 2).sum(axis=0))[0], 3.0, rtol=1e-12)
+
+
+def test_end_to_end_tiny_separable_text(tmp_path):
+  """Sentences whose class is told by one word among shared filler words: loss falls and the held-out test
+  sentences (new combinations of the words) are all right."""
+  rng = np.random.default_rng(0)
+  filler = ["the", "a", "film", "was", "quite", "and", "plot", "it"]
+  cue = {0: ["dull", "boring"], 1: ["great", "superb"]}
+
+  def lines(n):
+    out = []
+    for i in range(n):
+      label = i % 2
+      words = list(rng.choice(filler, rng.integers(2, 7))) + [rng.choice(cue[label])]
+      rng.shuffle(words)
+      out.append(f"{label} " + " ".join(words))
+    return out
+
+  for split, n in [("train", 200), ("dev", 20), ("test", 40)]:
+    (tmp_path / f"stsa.binary.{split}").write_text("\n".join(lines(n)) + "\n")
+  c = kim_cnn.get_config("sst2")
+  c.dataset.data_dir = str(tmp_path)
+  c.model.embed_dim, c.model.features = 16, 8
+  c.batch_size = 20
+  train_src, info = data.get_source(c.dataset, "train")
+  test_src, _ = data.get_source(c.dataset, "test")
+  opts = {k: v for k, v in c.model.items() if k != "name"}
+  model = models.create("kim_cnn", num_classes=info.num_classes, **opts, **info.model_options)
+  tx, schedule = optim.build(c, steps_per_epoch=10, total_steps=300)
+  state = state_lib.create(jax.random.PRNGKey(0), model, tx, info.input_shape, info.input_dtype)
+  train_step = jax.jit(steps.make_train_step(model, tx, schedule))
+  eval_step = jax.jit(steps.make_eval_step(model))
+  it = iter(data.train_dataset(c, train_src, info))
+  losses = []
+  for _ in range(300):
+    state, m = train_step(state, next(it))
+    losses.append(float(m["loss"]) / float(m["count"]))
+  assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+  sums = [eval_step(state, b) for b in data.eval_dataset(c, test_src, info)]
+  correct, count = sum(float(s["top1"]) for s in sums), sum(float(s["count"]) for s in sums)
+  assert count == 40 and correct == 40
+
+
+@pytest.mark.parametrize("preset", list(kim_cnn.PRESETS))
+def test_every_preset_validates_and_builds_on_its_files(tmp_path, preset):
+  from cnnjax import config as config_lib
+  from cnnjax.data import text
+  c = kim_cnn.get_config(preset)
+  c.dataset.data_dir = str(tmp_path)
+  spec = text.LINE_DATASETS[c.dataset.name.split("/")[1]]
+  for f in spec.files.values():
+    (tmp_path / f).write_text("".join(f"{i % spec.num_classes} words number {i} here\n" for i in range(30)))
+  config_lib.validate(c)
+  info = data.get_info(c.dataset)
+  model = models.create("kim_cnn", num_classes=info.num_classes, **config_lib.model_options(c), **info.model_options)
+  out = jax.eval_shape(lambda: model.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, *info.input_shape),
+                                                                                         info.input_dtype),
+                                                      train=False)[0])
+  assert out.shape == (1, spec.num_classes) and info.input_shape == (4,)
