@@ -181,9 +181,10 @@ def test_adadelta_with_max_norm_two_steps_by_hand():
   np.testing.assert_allclose(np.sqrt((p ** 2).sum(axis=0))[0], 3.0, rtol=1e-12)
 
 
-def test_end_to_end_tiny_separable_text(tmp_path):
-  """Sentences whose class is told by one word among shared filler words: loss falls and the held-out test
-  sentences (new combinations of the words) are all right."""
+def _toy_sst(tmp_path, **fields):
+  """Sentences whose class is told by one word among shared filler words (test sentences are new combinations
+  of the words), as SST-2's line files in tmp_path; a small kim_cnn config for them."""
+  from tests.conftest import tiny_config
   rng = np.random.default_rng(0)
   filler = ["the", "a", "film", "was", "quite", "and", "plot", "it"]
   cue = {0: ["dull", "boring"], 1: ["great", "superb"]}
@@ -202,24 +203,43 @@ def test_end_to_end_tiny_separable_text(tmp_path):
   c = kim_cnn.get_config("sst2")
   c.dataset.data_dir = str(tmp_path)
   c.model.embed_dim, c.model.features = 16, 8
-  c.batch_size = 20
-  train_src, info = data.get_source(c.dataset, "train")
-  test_src, _ = data.get_source(c.dataset, "test")
-  opts = {k: v for k, v in c.model.items() if k != "name"}
-  model = models.create("kim_cnn", num_classes=info.num_classes, **opts, **info.model_options)
-  tx, schedule = optim.build(c, steps_per_epoch=10, total_steps=300)
-  state = state_lib.create(jax.random.PRNGKey(0), model, tx, info.input_shape, info.input_dtype)
-  train_step = jax.jit(steps.make_train_step(model, tx, schedule))
-  eval_step = jax.jit(steps.make_eval_step(model))
-  it = iter(data.train_dataset(c, train_src, info))
-  losses = []
-  for _ in range(300):
-    state, m = train_step(state, next(it))
-    losses.append(float(m["loss"]) / float(m["count"]))
-  assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
-  sums = [eval_step(state, b) for b in data.eval_dataset(c, test_src, info)]
-  correct, count = sum(float(s["top1"]) for s in sums), sum(float(s["count"]) for s in sums)
-  assert count == 40 and correct == 40
+  c.batch_size, c.progress_bar = 20, False
+  c.compilation_cache_dir = tiny_config().compilation_cache_dir
+  for k, v in fields.items():
+    c[k] = v
+  return c
+
+
+def test_end_to_end_tiny_separable_text(tmp_path):
+  """Through the training loop: the loss falls and every held-out test sentence is right."""
+  from cnnjax.train import loop
+  from cnnjax.workdir import read_jsonl
+  c = _toy_sst(tmp_path, num_train_steps=300, eval_every_steps=300, checkpoint_every_steps=300,
+               log_every_steps=20)
+  last = loop.run(c, str(tmp_path / "w"))
+  losses = [e["loss"] for e in read_jsonl(str(tmp_path / "w" / "metrics.jsonl")) if e["split"] == "train"]
+  assert losses[-1] < 0.5 * losses[0]
+  assert last["eval"]["count"] == 40 and last["eval"]["top1"] == 1.0
+
+
+def test_text_run_resumes_exactly_with_its_saved_vocabulary(tmp_path):
+  """A stopped text run resumes bit for bit; it keeps the vocabulary saved in its workdir (vocab.json) even
+  after the training file gained new words (recomputing it would change the embedding's size)."""
+  from cnnjax import checkpoint
+  from cnnjax.train import loop
+  c = _toy_sst(tmp_path, num_train_steps=8, checkpoint_every_steps=4, eval_every_steps=8, log_every_steps=4)
+  loop.run(c, str(tmp_path / "straight"))
+  loop.run(c, str(tmp_path / "resumed"), stop_after_steps=4)
+  loop.run(c, str(tmp_path / "resumed"))
+  a, _ = checkpoint.load_numpy(str(tmp_path / "straight"))
+  b, _ = checkpoint.load_numpy(str(tmp_path / "resumed"))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  with open(tmp_path / "stsa.binary.train", "a") as f:
+    f.write("1 brand new words appear\n")
+  c.num_train_steps = 10
+  loop.run(c, str(tmp_path / "resumed"))  # restores step 8: the embedding kept its size
+  b, step = checkpoint.load_numpy(str(tmp_path / "resumed"))
+  assert step == 10 and jax.tree.map(np.shape, b["params"]) == jax.tree.map(np.shape, a["params"])
 
 
 @pytest.mark.parametrize("preset", list(kim_cnn.PRESETS))
