@@ -24,7 +24,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable, Dict, Mapping, Tuple
+from typing import Any, Callable, Dict, Mapping, NamedTuple, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -79,13 +79,13 @@ _GOOGLENET = {"conv2_reduce": "conv2", "conv2": "conv3", "b1": "branch1", "b2_re
               "aux_4a": "aux1", "aux_4d": "aux2"}
 
 
-class _Family:
-  """How one torchvision family maps: the zoo preset, torch's module name of each cnnjax module path, the
-  torch key of the classifier's weight (gives the class count), and the dense layers that follow a flatten of
-  a C x H x W feature map."""
-
-  def __init__(self, zoo: str, options: Dict[str, Any], names: Callable, head: str, flattened=None):
-    self.zoo, self.options, self.names, self.head, self.flattened = zoo, options, names, head, flattened or {}
+class _Family(NamedTuple):
+  """How one torchvision model maps onto the zoo."""
+  zoo: str                  # the zoo's name
+  options: Dict[str, Any]   # and options
+  names: Callable           # (cnnjax module path, module) -> torch's module name
+  head: str                 # torch's classifier, whose weight gives the class count
+  flattened: Dict[Tuple[str, ...], Tuple[int, int, int]] = {}  # dense layers after a C x H x W flatten
 
 
 def _families() -> Dict[str, _Family]:
@@ -151,6 +151,11 @@ def _torch_key(family: _Family, module, collection: str, path: Tuple[str, ...], 
   return f"{prefix}.weight", lambda w: w.T
 
 
+def _listed(items, limit=20):
+  """The first `limit` items, and how many more (another model's state_dict misses hundreds of keys)."""
+  return f"{items[:limit]}" + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def from_torchvision(name: str, state_dict: Mapping[str, Any]):
   """(module, variables) for torchvision model `name` with `state_dict` (torch tensors or numpy arrays).
 
@@ -171,8 +176,8 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any]):
   wanted = {key for key, _ in keys.values()}
   missing, unexpected = sorted(wanted - set(arrays)), sorted(set(arrays) - wanted)
   if missing or unexpected:
-    raise ConfigError(f"state_dict does not fit torchvision's {name}: {len(missing)} missing key(s) {missing}, "
-                      f"{len(unexpected)} unexpected key(s) {unexpected}")
+    raise ConfigError(f"state_dict does not fit torchvision's {name}: {len(missing)} missing key(s) "
+                      f"{_listed(missing)}, {len(unexpected)} unexpected key(s) {_listed(unexpected)}")
   flat, wrong = {}, []
   for path, (key, convert) in keys.items():
     array = _to_numpy(arrays[key])
@@ -184,7 +189,7 @@ def from_torchvision(name: str, state_dict: Mapping[str, Any]):
       wrong.append(f"{key} {tuple(array.shape)} (the model's {'/'.join(path)} is {tuple(shapes[path].shape)})")
   if wrong:
     raise ConfigError(f"state_dict does not fit torchvision's {name}: {len(wrong)} array(s) of another shape: "
-                      f"{wrong}")
+                      f"{_listed(wrong)}")
   return module, traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()})
 
 
@@ -251,12 +256,19 @@ def main(argv=None) -> int:
   parser.add_argument("--out", required=True, help="new checkpoint directory")
   parser.add_argument("--resize-size", type=int, help="shorter side before the centre crop (default 256)")
   parser.add_argument("--input-size", type=int, help="centre crop the weights expect (default 224)")
+  parser.add_argument("--transform-input", action=argparse.BooleanOptionalAction,
+                      help="GoogLeNet's transform_input (default: on, as torchvision's weights were trained)")
   args = parser.parse_args(argv)
   try:
     prep = preprocessing(args.model)
-    for key in ("resize_size", "input_size"):
+    if args.transform_input and args.model != "googlenet":
+      raise ConfigError(f"--transform-input is GoogLeNet's; --model {args.model} has none")
+    for key in ("resize_size", "input_size", "transform_input"):
       if getattr(args, key) is not None:
         prep[key] = getattr(args, key)
+    if not 0 < prep["input_size"] <= prep["resize_size"]:
+      raise ConfigError(f"--input-size {prep['input_size']} and --resize-size {prep['resize_size']}: need "
+                        f"0 < input size <= resize size (the crop is taken from the resized image)")
     convert(args.model, args.weights, args.out, prep)
   except ConfigError as e:
     print(f"error: {e}", file=sys.stderr)
