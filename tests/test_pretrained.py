@@ -26,6 +26,13 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 SLOW = {"resnet101", "resnet152", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"}
 
 
+@pytest.fixture(autouse=True)
+def float32_convolutions():
+  """Full float32 products on every backend (GPUs default to TF32, about 1e-3 relative)."""
+  with jax.default_matmul_precision("highest"):
+    yield
+
+
 def random_torch_model(name, seed=0, **kwargs):
   """torchvision's `name` (no download) in eval mode, every parameter and running statistic random."""
   torch.manual_seed(seed)
