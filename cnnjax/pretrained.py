@@ -20,7 +20,6 @@ its options, the class count, the preprocessing the weights expect, the source f
 """
 import argparse
 import datetime
-import json
 import os
 import re
 import sys
@@ -33,7 +32,7 @@ from flax import traverse_util
 
 from cnnjax import checkpoint, models
 from cnnjax.errors import ConfigError
-from cnnjax.metrics import write_json_atomic
+from cnnjax import workdir as workdir_lib
 from cnnjax.models import vgg
 
 JSON_NAME = "pretrained.json"
@@ -228,7 +227,7 @@ def convert(name: str, weights: str, out: str, prep: Mapping[str, Any]) -> str:
   manager.close()
   options = {k: v for k, v in [("layout", getattr(module, "layout", None)),
                                ("aux_logits", getattr(module, "aux_logits", None))] if v is not None}
-  write_json_atomic(os.path.join(out, JSON_NAME), {
+  workdir_lib.write_json(workdir_lib.path(out) / JSON_NAME, {
       "model": _family(name).zoo, "options": options, "num_classes": module.num_classes,
       "preprocessing": dict(prep),
       "source": {"torchvision_model": name, "weights": os.path.abspath(weights),
@@ -239,11 +238,10 @@ def convert(name: str, weights: str, out: str, prep: Mapping[str, Any]) -> str:
 def load(directory: str):
   """(model_name, model_options, variables, preprocessing) of a directory written by `convert`;
   `models.create(model_name, num_classes=..., **model_options).apply(variables, x, train=False)`."""
-  path = os.path.join(directory, JSON_NAME)
-  if not os.path.isfile(path):
+  path = workdir_lib.path(directory) / JSON_NAME
+  meta = workdir_lib.read_json(path)
+  if meta is None:
     raise ConfigError(f"{directory!r} is not a converted checkpoint: {path} is missing")
-  with open(path) as f:
-    meta = json.load(f)
   state, _ = checkpoint.load_numpy(directory)
   variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
   return meta["model"], meta["options"], variables, meta["preprocessing"]
