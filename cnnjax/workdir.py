@@ -6,6 +6,7 @@
     <workdir>/checkpoints/<step>/ Orbax
     <workdir>/final_metrics.json  written once the last step is reached
     <workdir>/lock.json           who is running in this workdir now (see `Lock`)
+    <workdir>/eval/<split>_<step>.json   evaluation-only results (`--mode=eval`)
     <workdir>/previous/<n>/       earlier attempts moved aside by `--restart`, kept
 
 URLs are never turned into local paths. JSON files are replaced whole (a reader never sees half a file);
@@ -41,6 +42,7 @@ def is_url(p) -> bool:
 def write_json(p, obj) -> None:
   """Writes JSON to `p` through a temporary file and a rename: readers never see a partial file."""
   p = epath.Path(p)
+  p.parent.mkdir(parents=True, exist_ok=True)
   tmp = p.parent / f"{p.name}.tmp-{os.getpid()}"
   tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
   tmp.replace(p)

@@ -20,6 +20,11 @@ _ALLOW_CHANGE = flags.DEFINE_bool("allow_config_change", False,
 _RESTART = flags.DEFINE_bool("restart", False,
                              "Start again from step 0 in a workdir that holds a run: the previous attempt's files "
                              "are moved to <workdir>/previous/<n>/ (kept).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
+                          "train: train (or resume) the run. eval: evaluate a checkpoint of the workdir once, "
+                          "writing <workdir>/eval/<split>_<step>.json; trains nothing.")
+_STEP = flags.DEFINE_integer("step", None, "--mode=eval: the checkpoint step (default: the newest).")
+_SPLIT = flags.DEFINE_string("split", None, "--mode=eval: the split (default: config.dataset.eval_split).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_BUSY = 4  # another process holds the workdir
@@ -34,6 +39,11 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax and Grain log every save at INFO
   logging.getLogger("cnnjax").setLevel(logging.INFO)
   try:
+    if _MODE.value == "eval":
+      ev = loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, step=_STEP.value, split=_SPLIT.value)
+      print(f"eval of step {ev['step']}: top1 {ev['top1']:.4f}, top5 {ev['top5']:.4f}, loss {ev['loss']:.4f} "
+            f"on {int(ev['count'])} examples")
+      return
     loop.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value, restart=_RESTART.value)
   except ConfigError as e:
     raise app.UsageError(str(e)) from None

@@ -132,7 +132,7 @@ def digits_split_indices():
 def digits_source(split: str) -> ArraySource:
   from sklearn.datasets import load_digits
   if split not in DIGITS_INFO.splits:
-    raise ValueError(f"digits has splits {DIGITS_INFO.splits}, not {split!r}")
+    raise ConfigError(f"digits has splits {DIGITS_INFO.splits}, not {split!r}")
   d = load_digits()
   images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   train, test = digits_split_indices()

@@ -399,6 +399,46 @@ def _train(r: Run, end: int) -> Dict[str, Dict[str, float]]:
   return last
 
 
+def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
+                        split: Optional[str] = None) -> Dict[str, float]:
+  """Evaluation only: restores the train state of `workdir`'s newest checkpoint (or `step`), evaluates every
+  example of `split` (default `dataset.eval_split`) once and writes `<workdir>/eval/<split>_<step>.json`.
+  Takes no lock and changes nothing else, so it can run beside training."""
+  parallel.initialize(config)
+  config_lib.validate(config)
+  workdir = workdir_lib.path(workdir)
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.dataset.eval_split = split or config.dataset.eval_split
+  vocab = text.load_vocab(workdir) if config.dataset.name in data.sources.TEXT_NAMES else None
+  eval_src, info = data.eval_source(config.dataset, vocab=vocab)
+  model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
+                        **config_lib.model_options(config))
+  input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
+  tx, _ = optim.build(config, 1, max(config.num_train_steps, 1))  # only its state's structure is used
+  mesh = parallel.mesh()
+  create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype)
+  sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
+                                      config.parallel.shard_params, config.parallel.shard_min_size)
+  template = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          jax.eval_shape(create, jax.random.PRNGKey(0)), sharding)
+  ckpt = checkpoint.Manager(workdir / "checkpoints")
+  try:
+    state, step = ckpt.restore(template, step)
+  finally:
+    ckpt.close()
+  if state is None:
+    raise ConfigError(f"no checkpoint to evaluate in {workdir / 'checkpoints'}")
+  pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(sharding, parallel.batch_sharded(mesh)),
+                      out_shardings=parallel.replicated(mesh))
+  ev = evaluate(eval_step, state, data.eval_dataset(config, eval_src, info, **pk), parallel.batch_sharded(mesh))
+  if jax.process_index() == 0:
+    workdir_lib.write_json(workdir / "eval" / f"{config.dataset.eval_split}_{step}.json",
+                           {"step": step, "split": config.dataset.eval_split, **ev})
+  return {"step": step, **ev}
+
+
 def run(config, workdir, *, stop_after_steps: Optional[int] = None, restart: bool = False,
         allow_config_change: bool = False) -> Dict[str, Dict[str, float]]:
   """Trains `config` in `workdir` (resuming from its latest checkpoint). Returns the last train/eval metrics.
