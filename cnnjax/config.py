@@ -1,5 +1,6 @@
 """Config checks that run before anything compiles, and the fields a resumed run may change."""
 import json
+import re
 
 import flax
 import jax
@@ -48,6 +49,13 @@ def validate(config) -> None:
          f"a multiple of grad_accum_steps x device count = {c.grad_accum_steps * jax.device_count()}")
   _check(c.on_nonfinite in ("stop", "skip"), "on_nonfinite", c.on_nonfinite, "'stop' or 'skip'")
   _check(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite", c.max_consecutive_nonfinite, ">= 1")
+  for field, pattern in [("frozen", c.frozen), *[("init.dont_load", r) for r in c.init.dont_load],
+                         *[("lr_mults", r) for r, _ in c.lr_mults]]:
+    try:
+      re.compile(pattern)
+    except (re.error, TypeError) as e:
+      raise ConfigError(f"config.{field}: {pattern!r} is not a regular expression ({e})") from None
+  _check(all(float(m) >= 0 for _, m in c.lr_mults), "lr_mults", c.lr_mults, "((regex, multiplier >= 0), ...)")
   from cnnjax import models
   models.registry.check(c.model.name, [k for k, v in c.model.items() if k != "name" and v is not None])
 

@@ -32,6 +32,14 @@ def get_config():
   c.weight_decay = 1e-4
   c.weight_decay_norm_and_bias = False
   c.grad_clip_norm = 0.0             # 0: no clipping
+  # Transfer (cnnjax/train/transfer.py): start from other weights, train part of the network.
+  c.init = ml_collections.ConfigDict()
+  c.init.checkpoint = ""             # a workdir or a `python -m cnnjax.pretrained` directory; '' = from scratch
+  c.init.step = -1                   # its checkpoint step; -1 = the newest
+  c.init.dont_load = ()              # regexes over 'params/...' paths that keep their fresh values (a new head)
+  c.init.load_batch_stats = True
+  c.frozen = ""                      # regex: parameters that get no update, weight decay or optimizer state
+  c.lr_mults = ()                    # ((regex, multiplier), ...): scaled updates, first match wins
   c.label_smoothing = 0.0
   c.aux_loss_weight = 0.3            # GoogLeNet's auxiliary classifiers (Szegedy et al. 2015, Sec. 5)
   c.dtype = "float32"                # compute dtype: 'float32' | 'bfloat16'; parameters stay float32

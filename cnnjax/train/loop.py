@@ -27,7 +27,7 @@ from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
-from cnnjax.train import optim, state as state_lib, steps
+from cnnjax.train import optim, state as state_lib, steps, transfer
 
 log = logging.getLogger("cnnjax")
 
@@ -200,7 +200,14 @@ def _restore_or_init(config, workdir, ckpt, create, state_sharding):
     raise ConfigError(f"no checkpoint in {workdir} could be restored; the damaged ones were moved aside "
                       f"({', '.join(ckpt.quarantined)}). Pass --restart to start again from step 0 (the "
                       f"previous attempt is moved to previous/, kept).")
-  return jax.jit(create, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed)), 0
+  state = jax.jit(create, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+  if config.init.checkpoint:  # applied once: a resumed run restored its own state above
+    i = config.init
+    state, n = transfer.apply_init(state, transfer.load_init(i.checkpoint, i.step), i.dont_load,
+                                   i.load_batch_stats)
+    state = jax.device_put(state, state_sharding)
+    log.info("initialised %d leaves from %s (not loaded: %s)", n, i.checkpoint, list(i.dont_load) or "none")
+  return state, 0
 
 
 def setup(config, workdir, *, restart: bool = False, allow_config_change: bool = False) -> Run:

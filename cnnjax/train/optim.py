@@ -94,7 +94,8 @@ def build(config, steps_per_epoch: int, total_steps: int):
     raise ConfigError(f"config.max_norm={config.max_norm!r} is invalid: >= 0 (0: no constraint)")
   if config.max_norm > 0:
     parts.append(max_norm(config.max_norm, config.max_norm_pattern))
-  return optax.chain(*parts), schedule
+  from cnnjax.train import transfer
+  return transfer.wrap_optimizer(optax.chain(*parts), config), schedule
 
 
 def updates_applied(opt_state, default):

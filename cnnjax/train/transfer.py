@@ -1,0 +1,102 @@
+"""Starting a run from other weights, and training only part of a network (as big_vision's `model_init`,
+`dont_load` and frozen parameters).
+
+- `init.checkpoint`: a cnnjax workdir (its newest step, or `init.step`) or a directory converted by
+  `python -m cnnjax.pretrained`. Applied once, to a run that has no checkpoint of its own; a resumed run restores
+  its own state and never applies the init again.
+- `init.dont_load`: regexes over '/'-joined parameter paths ('params/head/kernel') that keep their fresh values
+  (a new head for a new number of classes). Every other leaf must be in the init with the same shape: a
+  missing, unexpected or reshaped leaf not covered by `dont_load` fails, listing them.
+- `init.load_batch_stats`: also take the running statistics of batch norm.
+- `frozen`: a regex; matching parameters get no update, no weight decay and no optimizer state (optax's
+  `set_to_zero` in a `multi_transform`). Unlike PyTorch's `requires_grad=False` nothing else changes: their batch-
+  norm layers still normalise with batch statistics in training and update their running averages.
+- `lr_mults`: ((regex, multiplier), ...): the updates of matching parameters are scaled (first match wins).
+"""
+import logging
+import re
+from typing import Any, Dict, Sequence, Tuple
+
+import flax
+import jax
+import numpy as np
+import optax
+
+from cnnjax import checkpoint
+from cnnjax import workdir as workdir_lib
+from cnnjax.errors import ConfigError
+
+log = logging.getLogger("cnnjax")
+
+
+def _paths(tree) -> Dict[str, Any]:
+  return flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(tree), sep="/")
+
+
+def _path_str(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
+def load_init(directory: str, step: int = -1) -> Dict[str, Any]:
+  """{'params': ..., 'batch_stats': ...} (numpy) of a workdir or a converted pretrained directory."""
+  d = workdir_lib.path(directory)
+  if (d / "pretrained.json").exists():
+    from cnnjax import pretrained
+    return pretrained.load(directory)[2]
+  state, _ = checkpoint.load_numpy(directory, None if step < 0 else step)
+  return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
+
+
+def apply_init(state, init_vars: Dict[str, Any], dont_load: Sequence[str], load_batch_stats: bool):
+  """`state` with its params (and batch_stats) taken from `init_vars`, but for the leaves `dont_load` matches.
+  Returns (state, number of leaves loaded)."""
+  kinds = ("params", "batch_stats") if load_batch_stats else ("params",)
+  want = {f"{k}/{p}": v for k in kinds for p, v in _paths(getattr(state, k)).items()}
+  have = {f"{k}/{p}": v for k in kinds for p, v in _paths(init_vars.get(k, {})).items()}
+  skip = lambda p: any(re.search(r, p) for r in dont_load)
+  missing = sorted(p for p in want if p not in have and not skip(p))
+  extra = sorted(p for p in have if p not in want and not skip(p))
+  shape = sorted(f"{p} init {np.shape(have[p])} vs model {want[p].shape}" for p in want
+                 if p in have and not skip(p) and np.shape(have[p]) != want[p].shape)
+  if missing or extra or shape:
+    raise ConfigError("config.init.checkpoint does not fit the model (add regexes to config.init.dont_load for "
+                      f"the leaves to keep fresh): missing {missing[:10]}; unexpected {extra[:10]}; "
+                      f"reshaped {shape[:10]}")
+  loaded = {p for p in want if p in have and not skip(p)}
+
+  def take(kind, tree):
+    flat = _paths(tree)
+    new = {p: (np.asarray(have[f"{kind}/{p}"], v.dtype) if f"{kind}/{p}" in loaded else v) for p, v in flat.items()}
+    return flax.serialization.from_state_dict(tree, flax.traverse_util.unflatten_dict(new, sep="/"))
+  state = state.replace(**{k: take(k, getattr(state, k)) for k in kinds})
+  return state, len(loaded)
+
+
+def frozen_labels(frozen: str):
+  """A function params -> tree of 'frozen' / 'train' labels for optax.multi_transform."""
+  pattern = re.compile(frozen)
+  return lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: "frozen" if pattern.search(_path_str(path)) else "train", params)
+
+
+def scale_by_regex(mults: Sequence[Tuple[str, float]]) -> optax.GradientTransformation:
+  """Multiplies the update of each parameter whose '/'-joined path matches a regex by its multiplier."""
+  compiled = [(re.compile(r), float(m)) for r, m in mults]
+
+  def mult(path) -> float:
+    p = _path_str(path)
+    return next((m for r, m in compiled if r.search(p)), 1.0)
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree_util.tree_map_with_path(lambda path, u: u * mult(path), updates), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def wrap_optimizer(tx: optax.GradientTransformation, config) -> optax.GradientTransformation:
+  """Adds `lr_mults` and `frozen` (see the module docstring) around the optimizer."""
+  if config.lr_mults:
+    tx = optax.chain(tx, scale_by_regex(config.lr_mults))
+  if config.frozen:
+    tx = optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, frozen_labels(config.frozen))
+  return tx
