@@ -56,6 +56,8 @@ def validate(config) -> None:
     except (re.error, TypeError) as e:
       raise ConfigError(f"config.{field}: {pattern!r} is not a regular expression ({e})") from None
   _check(all(float(m) >= 0 for _, m in c.lr_mults), "lr_mults", c.lr_mults, "((regex, multiplier >= 0), ...)")
+  _check(c.early_stopping.metric in ("top1", "loss"), "early_stopping.metric", c.early_stopping.metric,
+         "'top1' or 'loss'")
   from cnnjax import models
   models.registry.check(c.model.name, [k for k, v in c.model.items() if k != "name" and v is not None])
 

@@ -32,6 +32,11 @@ def get_config():
   c.weight_decay = 1e-4
   c.weight_decay_norm_and_bias = False
   c.grad_clip_norm = 0.0             # 0: no clipping
+  # Model selection (Kim 2014's early stopping): also evaluate `split` at every eval, and report in
+  # final_metrics.json ('selected') the eval split's metrics at the step of the best `metric` on it (ties: later).
+  c.early_stopping = ml_collections.ConfigDict()
+  c.early_stopping.split = ""        # '' off; e.g. 'dev'
+  c.early_stopping.metric = "top1"   # 'top1' (highest) or 'loss' (lowest)
   # Transfer (cnnjax/train/transfer.py): start from other weights, train part of the network.
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""             # a workdir or a `python -m cnnjax.pretrained` directory; '' = from scratch

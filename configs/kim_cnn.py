@@ -42,11 +42,7 @@ def get_config(preset: str = "mr"):
   c.dataset.dev_fraction = 0.1       # of the training part, where a data set has no dev file
   c.dataset.max_len = -1             # -1: the longest training sentence; longer sentences are truncated
   c.dataset.vectors = config_dict.placeholder(str)   # pretrained word vectors for static/non-static/multichannel
-  # Model selection on dev (Kim's early stopping): evaluate `split` every epoch and report the eval split's
-  # metrics at the epoch of the best dev `metric` (ties: the later epoch). Read by the training loop.
-  c.early_stopping = ml_collections.ConfigDict()
-  c.early_stopping.split = "dev"     # '' turns it off
-  c.early_stopping.metric = "top1"
+  c.early_stopping.split = "dev"     # model selection on dev (Kim's early stopping), evaluated every epoch
   c.batch_size = 50
   c.eval_batch_size = 100
   c.num_epochs = 25

@@ -258,3 +258,23 @@ def test_every_preset_validates_and_builds_on_its_files(tmp_path, preset):
                                                                                          info.input_dtype),
                                                       train=False)[0])
   assert out.shape == (1, spec.num_classes) and info.input_shape == (4,)
+
+
+def test_model_selection_on_dev_reports_the_eval_at_the_best_dev_step(tmp_path):
+  """early_stopping.split='dev' (the :sst2 preset): dev is evaluated at every eval, and final_metrics.json's
+  'selected' holds the eval metrics at the step of the best dev top-1, the later one on ties (Kim's >=)."""
+  import json
+  from cnnjax.train import loop
+  from cnnjax.workdir import read_jsonl
+  c = _toy_sst(tmp_path, num_train_steps=30, eval_every_steps=5, checkpoint_every_steps=30, log_every_steps=5,
+               learning_rate=0.05)
+  assert c.early_stopping.split == "dev"
+  loop.run(c, str(tmp_path / "w"))
+  entries = read_jsonl(str(tmp_path / "w" / "metrics.jsonl"))
+  dev = [e for e in entries if e["split"] == "dev"]
+  assert [e["step"] for e in dev] == [5, 10, 15, 20, 25, 30] and all(e["count"] == 20 for e in dev)
+  top1 = np.array([e["top1"] for e in dev])
+  best_step = dev[len(top1) - 1 - int(np.argmax(top1[::-1]))]["step"]  # the last of the maxima
+  sel = json.loads((tmp_path / "w" / "final_metrics.json").read_text())["selected"]
+  want = next(e for e in entries if e["split"] == "eval" and e["step"] == best_step)
+  assert sel["step"] == best_step and sel["eval"]["top1"] == want["top1"] and sel["eval"]["count"] == 40

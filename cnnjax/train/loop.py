@@ -144,6 +144,7 @@ class Run:
   eval_step: Callable
   make_train_iter: Callable[[int], Any]  # start step -> iterator of local batches
   eval_ds: Any
+  dev_ds: Any                       # config.early_stopping.split's batches, or None
   batch_sharding: Any
   ckpt: checkpoint.Manager
   writer: workdir_lib.MetricsWriter
@@ -224,6 +225,11 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     vocab = text.load_vocab(workdir) or text.vocab_of(config.dataset, config.dataset.name)
   train_src, info = data.get_source(config.dataset, config.dataset.train_split, vocab=vocab)
   eval_src, _ = data.eval_source(config.dataset, vocab=vocab)  # dataset.eval_name may name another data set
+  dev_ds = None
+  if config.early_stopping.split:
+    dev_src, _ = data.get_source(config.dataset, config.early_stopping.split, vocab=vocab)
+    dev_ds = data.eval_dataset(config, dev_src, info, process_index=jax.process_index(),
+                               process_count=jax.process_count())
   if config.dataset.num_classes not in (-1, info.num_classes):
     raise ConfigError(f"config.dataset.num_classes={config.dataset.num_classes} but {config.dataset.name} has "
                       f"{info.num_classes} classes (use -1 to take the data set's)")
@@ -275,7 +281,8 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
              total_steps=total_steps, start_step=start_step, state=state, train_step=train_step,
              eval_step=eval_step,
              make_train_iter=lambda s: iter(data.train_dataset(config, train_src, info, start_step=s, **pk)),
-             eval_ds=data.eval_dataset(config, eval_src, info, **pk), batch_sharding=batch_sharding, ckpt=ckpt,
+             eval_ds=data.eval_dataset(config, eval_src, info, **pk), dev_ds=dev_ds, batch_sharding=batch_sharding,
+             ckpt=ckpt,
              writer=writer)
 
 
@@ -330,12 +337,29 @@ class TrainLog:
 
 
 def eval_and_log(r: Run, state, step: int) -> Dict[str, float]:
-  ev = evaluate(r.eval_step, state, r.eval_ds, r.batch_sharding)
-  ev["epoch"] = step / r.steps_per_epoch
-  r.writer.write(step, "eval", ev)
-  log.info("eval at step %d: loss %.4f top1 %.4f top5 %.4f (%d examples)", step, ev["loss"], ev["top1"],
-           ev["top5"], ev["count"])
+  """Evaluates the eval split (and the model-selection split, logged as 'dev') and writes them."""
+  for split, ds in (("dev", r.dev_ds), ("eval", r.eval_ds)):
+    if ds is None:
+      continue
+    ev = evaluate(r.eval_step, state, ds, r.batch_sharding)
+    ev["epoch"] = step / r.steps_per_epoch
+    r.writer.write(step, split, ev)
+    log.info("%s at step %d: loss %.4f top1 %.4f top5 %.4f (%d examples)", split, step, ev["loss"], ev["top1"],
+             ev["top5"], ev["count"])
   return ev
+
+
+def selected(entries, metric: str) -> Optional[Dict[str, Any]]:
+  """Model selection: the step whose 'dev' entry is best on `metric` (top1 highest, loss lowest; ties: the
+  later step), with its dev and eval metrics."""
+  sign = -1.0 if metric == "loss" else 1.0
+  dev = [e for e in entries if e["split"] == "dev" and isinstance(e.get(metric), (int, float))]
+  if not dev:
+    return None
+  best = max(reversed(dev), key=lambda e: sign * e[metric])  # max keeps the first of equals: the latest
+  ev = next((e for e in entries if e["split"] == "eval" and e["step"] == best["step"]), None)
+  strip = lambda e: {k: v for k, v in e.items() if k not in ("step", "split")} if e else None
+  return {"step": best["step"], "metric": metric, "dev": strip(best), "eval": strip(ev)}
 
 
 def _progress(r: Run):
@@ -356,6 +380,8 @@ def _finish(r: Run, state, last: Dict[str, Dict[str, float]]) -> Dict[str, Dict[
       last[split] = {k: v for k, v in entry.items() if k not in ("step", "split")}
   if "eval" not in last:
     last["eval"] = eval_and_log(r, state, step)
+  if r.dev_ds is not None:
+    last["selected"] = selected(workdir_lib.read_jsonl(r.writer.path), r.config.early_stopping.metric)
   written = workdir_lib.read_json(r.workdir / FINAL) if r.is_chief else None
   if r.is_chief and (written or {}).get("step") != step:  # absent, or from a shorter run this one extends
     workdir_lib.write_json(r.workdir / FINAL, {"step": step, **last})
