@@ -21,6 +21,22 @@ def tiny_config(**overrides):
   return c
 
 
+def assert_resume_is_exact(config, tmp_path, stop_after: int):
+  """Trains `config` straight through, and again stopped after `stop_after` steps and resumed: the final states
+  are equal bit for bit. Returns the final state (numpy)."""
+  import jax
+  import numpy as np
+  from cnnjax import checkpoint
+  from cnnjax.train import loop
+  loop.run(config, str(tmp_path / "straight"))
+  loop.run(config, str(tmp_path / "resumed"), stop_after_steps=stop_after)
+  loop.run(config, str(tmp_path / "resumed"))
+  a, _ = checkpoint.load_numpy(str(tmp_path / "straight"))
+  b, _ = checkpoint.load_numpy(str(tmp_path / "resumed"))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  return a
+
+
 @pytest.fixture
 def make_config():
   return tiny_config

@@ -227,13 +227,9 @@ def test_text_run_resumes_exactly_with_its_saved_vocabulary(tmp_path):
   after the training file gained new words (recomputing it would change the embedding's size)."""
   from cnnjax import checkpoint
   from cnnjax.train import loop
+  from tests.conftest import assert_resume_is_exact
   c = _toy_sst(tmp_path, num_train_steps=8, checkpoint_every_steps=4, eval_every_steps=8, log_every_steps=4)
-  loop.run(c, str(tmp_path / "straight"))
-  loop.run(c, str(tmp_path / "resumed"), stop_after_steps=4)
-  loop.run(c, str(tmp_path / "resumed"))
-  a, _ = checkpoint.load_numpy(str(tmp_path / "straight"))
-  b, _ = checkpoint.load_numpy(str(tmp_path / "resumed"))
-  jax.tree.map(np.testing.assert_array_equal, a, b)
+  a = assert_resume_is_exact(c, tmp_path, stop_after=4)
   with open(tmp_path / "stsa.binary.train", "a") as f:
     f.write("1 brand new words appear\n")
   c.num_train_steps = 10
