@@ -45,6 +45,7 @@ def test_winograd_models_give_lax_logits(name, size, channels, line):
   with layers.record_conv_impls() as plan:
     got = models.create(name, num_classes=10, conv_impl="winograd").apply(v, x, train=False)
   assert layers.describe_conv_impls(plan) == line
+  assert impl_plan._ACTIVE == []     # the model's own recording, nested in this one, is closed too
   ref = m.apply(v, x, train=False)
   np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * float(jnp.abs(ref).max()))
 
@@ -52,12 +53,13 @@ def test_winograd_models_give_lax_logits(name, size, channels, line):
 def test_plan_is_logged_once_per_model(caplog, monkeypatch):
   monkeypatch.setattr(impl_plan, "_LOGGED", set())
   x = jnp.zeros((1, 8, 8, 3))
-  with caplog.at_level(logging.INFO, logger="cnnjax"):
+  with caplog.at_level(logging.INFO, logger="cnnjax"), layers.record_conv_impls() as plan:
     for impl in ("winograd", "direct", "xla"):
       m = models.create("resnet20", num_classes=10, stage_sizes=(1, 1, 1), conv_impl=impl)
       v = m.init(jax.random.PRNGKey(0), x, train=False)                # traced three times
       m.apply(v, x, train=False)
       jax.jit(lambda v, x: m.apply(v, x, train=False))(v, x)
+  assert len(plan) == 3 * 3 * 7 and impl_plan._ACTIVE == []            # every trace recorded, nesting closed
   assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "cnnjax"] == [
       ("WARNING", "ResNet: conv_impl=winograd: 5 of 7 convolutions; xla for 2 (3x3 stride 2: 2)"),
       ("INFO", "ResNet: conv_impl=direct: 7 of 7 convolutions")]

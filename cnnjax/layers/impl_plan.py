@@ -58,8 +58,8 @@ def recording():
   _ACTIVE.append(records)
   try:
     yield records
-  finally:
-    _ACTIVE.remove(records)
+  finally:  # by identity: nested recordings hold equal lists
+    del _ACTIVE[next(i for i, r in enumerate(_ACTIVE) if r is records)]
 
 
 def record(resolution: Resolution) -> None:
