@@ -134,14 +134,25 @@ def test_googlenet_aux_heads_only_in_training():
 
 
 def test_batch_norm_statistics_change_in_training_only():
+  """One train-mode call moves each running average to momentum * old + (1 - momentum) * the batch statistic
+  (biased variance), computed here in numpy float64 from the captured input of the stem's norm; eval mode leaves
+  them bit-identical."""
   m = models.create("resnet20", num_classes=10, stage_sizes=(1, 1, 1))
   v = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)), train=False)
   x = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 3)) * 3 + 1
-  _, upd = m.apply(v, x, train=True, mutable=["batch_stats"])
-  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(v["batch_stats"]), jax.tree.leaves(upd["batch_stats"])))
+  _, upd = m.apply(v, x, train=True, mutable=["batch_stats", "intermediates"], capture_intermediates=True)
+  h = np.asarray(upd["intermediates"]["stem_conv"]["__call__"][0], np.float64).reshape(-1, 16)
+  old = v["batch_stats"]["stem_norm"]
+  np.testing.assert_array_equal(old["mean"], np.zeros(16))
+  np.testing.assert_array_equal(old["var"], np.ones(16))
+  new = upd["batch_stats"]["stem_norm"]
+  np.testing.assert_allclose(new["mean"], 0.9 * 0.0 + 0.1 * h.mean(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(new["var"], 0.9 * 1.0 + 0.1 * h.var(0), rtol=1e-5, atol=1e-6)
+  assert len(jax.tree.leaves(upd["batch_stats"])) == len(jax.tree.leaves(v["batch_stats"])) == 2 * 7
+  for a, b in zip(jax.tree.leaves(v["batch_stats"]), jax.tree.leaves(upd["batch_stats"])):
+    assert not np.allclose(a, b)                                 # every norm layer moved
   _, same = m.apply(v, x, train=False, mutable=["batch_stats"])
   jax.tree.map(np.testing.assert_array_equal, v["batch_stats"], same["batch_stats"])
-  # BN in eval mode uses the running statistics: initial mean 0, var 1 -> y = x / sqrt(1 + eps) * scale + bias.
 
 
 def test_residual_false_and_norm_none_remove_skips_and_norms():
@@ -162,15 +173,23 @@ def test_residual_false_and_norm_none_remove_skips_and_norms():
 
 
 def test_every_conv_impl_gives_the_same_logits():
-  m_ref = models.create("resnet20", num_classes=10, stage_sizes=(1, 1, 1), width=0.5)
+  """Each hand-written implementation against lax's logits on one ResNet. The reference is conv_impl='xla': at
+  8x8 every Conv there is lax.conv_general_dilated (no CPU polyphase path: the stride-2 outputs are 4x4).
+  'winograd' runs the five stride-1 3x3 convolutions and hands the two stride-2 ones to lax."""
+  opts = dict(num_classes=10, stage_sizes=(1, 1, 1), width=0.5)
   x = jax.random.normal(jax.random.PRNGKey(2), (2, 8, 8, 3))
+  m_ref = models.create("resnet20", **opts)
   v = m_ref.init(jax.random.PRNGKey(0), x, train=False)
-  ref = m_ref.apply(v, x, train=False)
-  for impl in layers.IMPLS:
-    if impl == "winograd":   # option-A ResNets have strided 3x3 convs, which Winograd does not do
-      continue
-    got = models.create("resnet20", num_classes=10, stage_sizes=(1, 1, 1), width=0.5, conv_impl=impl).apply(
-        v, x, train=False)
+  with layers.record_conv_impls() as ref_plan:
+    ref = m_ref.apply(v, x, train=False)
+  assert [r.used for r in ref_plan] == ["xla"] * 7
+  for impl in [i for i in layers.IMPLS if i != "xla"]:
+    with layers.record_conv_impls() as plan:
+      got = models.create("resnet20", conv_impl=impl, **opts).apply(v, x, train=False)
+    want = [impl] * 7                  # stem, then (Conv_0, Conv_1) per stage
+    if impl == "winograd":
+      want[3] = want[5] = "xla"        # stage2's and stage3's first convolutions have stride 2
+    assert [r.used for r in plan] == want, impl
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=impl)
 
 

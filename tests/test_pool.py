@@ -1,4 +1,4 @@
-"""Pooling against lax.reduce_window and hand-computed PyTorch-semantics cases; LRN against numpy float64;
+"""Pooling against numpy float64 loops and hand-computed PyTorch-semantics cases (torch: test_pool_torch.py); LRN against numpy float64;
 the Linen Conv as a drop-in for flax.linen.Conv."""
 import flax.linen as nn
 import jax
@@ -6,7 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
-from jax import lax
 
 from cnnjax import layers
 from cnnjax.layers import avg_pool, local_response_norm, max_pool
@@ -74,25 +73,65 @@ def test_pool_gradients_under_jit_match_numpy(dtype):
   np.testing.assert_allclose(np.asarray(got_avg, np.float64), want_avg, rtol=1e-2 if dtype == jnp.bfloat16 else 1e-6)
 
 
-@settings(max_examples=30, deadline=None)
-@given(nd=st.integers(1, 3), k=st.integers(1, 3), s=st.integers(1, 3), p=st.integers(0, 1), size=st.integers(3, 6),
-       seed=st.integers(0, 1000))
-def test_pools_match_reduce_window(nd, k, s, p, size, seed):
+def _pool_numpy(x, k, s, p, d, ceil_mode, op, count_include_pad=True):
+  """PyTorch's pooling spelled out in float64 loops, one window at a time: window o of a dim covers positions
+  o*s - p + j*d (j < k) of the input; the output length is torch's formula; ceil_mode drops a window that would
+  start in the right padding. avg divides by the window's positions inside the padded input (count_include_pad)
+  or inside the input."""
+  x = np.asarray(x, np.float64)
+  spatial = x.shape[1:-1]
+  outs = []
+  for n in spatial:
+    o = (n + 2 * p - d * (k - 1) - 1 + ((s - 1) if ceil_mode else 0)) // s + 1
+    outs.append(o - 1 if ceil_mode and (o - 1) * s >= n + p else o)
+  y = np.zeros((x.shape[0], *outs, x.shape[-1]))
+  for out_idx in np.ndindex(*outs):
+    pos = [[o * s - p + j * d for j in range(k)] for o in out_idx]
+    inside = [[q for q in ps if 0 <= q < n] for ps, n in zip(pos, spatial)]
+    win = x[(slice(None), *np.ix_(*inside), slice(None))].reshape(x.shape[0], -1, x.shape[-1])
+    if op == "max":
+      y[(slice(None), *out_idx, slice(None))] = win.max(axis=1)
+    else:
+      padded = [[q for q in ps if -p <= q < n + p] for ps, n in zip(pos, spatial)]
+      count = np.prod([len(c) for c in (padded if count_include_pad else inside)])
+      y[(slice(None), *out_idx, slice(None))] = win.sum(axis=1) / count
+  return y
+
+
+@settings(max_examples=20, deadline=None)
+@given(nd=st.integers(1, 3), k=st.integers(1, 3), s=st.integers(1, 3), p=st.integers(0, 1), d=st.integers(1, 2),
+       ceil_mode=st.booleans(), count_include_pad=st.booleans(), size=st.integers(3, 6), seed=st.integers(0, 1000))
+def test_pools_match_numpy_loops(nd, k, s, p, d, ceil_mode, count_include_pad, size, seed):
+  """max_pool and avg_pool in 1-3 spatial dims against the float64 loops above (torch itself, in 1-D and 2-D, is
+  the reference in test_pool_torch.py)."""
   p = min(p, k // 2)
-  x = jnp.asarray(np.random.default_rng(seed).normal(size=(2,) + (size,) * nd + (3,)), jnp.float32)
-  win, strides = (1,) + (k,) * nd + (1,), (1,) + (s,) * nd + (1,)
-  pads = ((0, 0),) + ((p, p),) * nd + ((0, 0),)
-  ref = lax.reduce_window(x, -jnp.inf, lax.max, win, strides, pads)
-  np.testing.assert_array_equal(max_pool(x, k, s, p), ref)
-  ref_avg = lax.reduce_window(x, 0.0, lax.add, win, strides, pads) / k ** nd
-  np.testing.assert_allclose(avg_pool(x, k, s, p), ref_avg, rtol=1e-6, atol=1e-6)
+  size = max(size, d * (k - 1) + 1 - 2 * p)  # the window fits the padded input
+  x = np.random.default_rng(seed).integers(-3, 4, size=(2,) + (size,) * nd + (2,)).astype(np.float32)  # ties
+  np.testing.assert_array_equal(max_pool(x, k, s, p, d, ceil_mode), _pool_numpy(x, k, s, p, d, ceil_mode, "max"))
+  np.testing.assert_allclose(avg_pool(x, k, s, p, ceil_mode, count_include_pad),
+                             _pool_numpy(x, k, s, p, 1, ceil_mode, "avg", count_include_pad), rtol=1e-6, atol=1e-6)
+
+
+def test_max_pool_gradient_with_dilation():
+  """Window {(i, j), (i, j+2), (i+2, j), (i+2, j+2)} of arange(16) peaks at (i+2, j+2): one unit of gradient for
+  each of the four bottom-right elements (lax's own max-pool gradient has no window dilation)."""
+  g = jax.grad(lambda x: max_pool(x, 2, 1, dilation=2).sum())(jnp.arange(16.0).reshape(1, 4, 4, 1))
+  np.testing.assert_array_equal(g[0, ..., 0], [[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])
 
 
 def test_pool_errors_name_the_value():
   with pytest.raises(ValueError, match="larger than the padded input"):
     max_pool(jnp.ones((1, 2, 2, 1)), 3)
-  with pytest.raises(ValueError, match="padding=.*at most half"):
+  # torch 2.13: padding <= kernel_size // 2, dilation not counted (k=3, d=2 spans 5, yet p=2 is refused).
+  with pytest.raises(ValueError, match=r"padding=\(2,\) .*kernel_size=\(3,\).*at most kernel_size // 2 = 1"):
+    max_pool(jnp.ones((1, 9, 1)), 3, 1, padding=2, dilation=2)
+  max_pool(jnp.ones((1, 9, 1)), 3, 1, padding=1, dilation=2)
+  with pytest.raises(ValueError, match=r"padding=\(2, 2\) .*at most kernel_size // 2 = 1"):
     avg_pool(jnp.ones((1, 6, 6, 1)), 2, padding=2)
+  with pytest.raises(ValueError, match="window 0 .*covers only padding"):
+    max_pool(jnp.ones((1, 2, 1)), 2, 1, padding=1, dilation=3)   # taps at -1 and 2 of an input of 2
+  with pytest.raises(ValueError, match="norm_type=0 must be > 0"):
+    lp_pool(jnp.ones((1, 4, 1)), 0, 2)
 
 
 def _lrn_numpy(x, n, alpha, beta, k, divide_by_n=False):

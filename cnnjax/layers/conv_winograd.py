@@ -18,7 +18,8 @@ Implementation. The input is padded so that the tiles (stride m, overlapping by 
 transform is applied one spatial axis at a time as fixed linear combinations of strided slices (the non-zero
 entries of B^T and A^T), which XLA fuses into a few memory-bound loops; the alpha^n matrix products are one
 batched dot_general. Only for kernels of size 3 in every spatial dim, stride 1, no input or kernel dilation
-(padding, groups and dimension_numbers are free); anything else raises ValueError.
+(padding, groups and dimension_numbers are free); anything else raises ValueError here, while the
+`Conv` module runs such layers with lax instead (impl_plan.resolve_impl).
 
 Accuracy. The transforms have entries up to 5 (B^T) and 8 (A^T) for F(4, 3), so float32 rounding errors grow by
 roughly one decimal digit over direct convolution (measured: ~1e-6 relative to the output's scale, see
@@ -65,9 +66,9 @@ MATRICES = {
 TILES = tuple(MATRICES)
 
 
-def check_winograd(spec: ConvSpec, m: int) -> None:
-  if m not in MATRICES:
-    raise ValueError(f"winograd_tile={m!r} is not one of {TILES} (F(2x2, 3x3) or F(4x4, 3x3))")
+def winograd_limits(spec: ConvSpec) -> list:
+  """What keeps `spec` from Winograd F(m x m, 3 x 3): [] for 3x3 (size 3 in every spatial dim), stride-1,
+  undilated convolutions."""
   bad = []
   if any(k != 3 for k in spec.kernel_spatial):
     bad.append(f"kernel spatial size {spec.kernel_spatial}")
@@ -77,6 +78,13 @@ def check_winograd(spec: ConvSpec, m: int) -> None:
     bad.append(f"lhs_dilation={spec.lhs_dilation}")
   if any(d != 1 for d in spec.rhs_dilation):
     bad.append(f"rhs_dilation={spec.rhs_dilation}")
+  return bad
+
+
+def check_winograd(spec: ConvSpec, m: int) -> None:
+  if m not in MATRICES:
+    raise ValueError(f"winograd_tile={m!r} is not one of {TILES} (F(2x2, 3x3) or F(4x4, 3x3))")
+  bad = winograd_limits(spec)
   if bad:
     raise ValueError("impl='winograd' computes only 3x3 (size 3 in every spatial dim), stride-1, undilated "
                      f"convolutions; got {', '.join(bad)}. Use impl='direct', 'im2col' or 'fft' for this one.")

@@ -8,6 +8,7 @@ from jax import lax
 
 from cnnjax.layers.conv import conv_general_dilated
 from cnnjax.layers._conv_spec import make_spec
+from cnnjax.layers.impl_plan import Resolution, record, resolve_impl
 from cnnjax.layers.polyphase import strided_conv
 
 default_kernel_init = nn.initializers.lecun_normal()
@@ -29,7 +30,8 @@ def materialize(x):
 
 class Conv(nn.Module):
   """Drop-in for `flax.linen.Conv` (same parameter names, shapes and initialisers), NHWC/HWIO, whose
-  convolution is computed by `cnnjax.layers.conv_general_dilated(..., impl=impl)`."""
+  convolution is computed by `cnnjax.layers.conv_general_dilated(..., impl=...)` with the implementation
+  `impl_plan.resolve_impl(impl, spec)` picks for this layer (e.g. lax for a strided layer under 'winograd')."""
   features: int
   kernel_size: Sequence[int]
   strides: Any = 1
@@ -58,11 +60,6 @@ class Conv(nn.Module):
                         self.param_dtype)
     dtype = self.dtype or jnp.result_type(x, kernel)
     x, kernel = x.astype(dtype), kernel.astype(dtype)
-    # CPU-only speed paths: GPU/TPU fuse well, a conditional there would wait on the host, and they compile
-    # exactly what flax's Conv does.
-    cpu_xla = self.impl == "xla" and jax.default_backend() == "cpu"
-    if cpu_xla:
-      x = materialize(x)
     padding = self.padding
     if not isinstance(padding, str):
       padding = [(p, p) if isinstance(p, int) else tuple(p) for p in
@@ -72,16 +69,23 @@ class Conv(nn.Module):
     spatial = "".join("DHW"[3 - nd:])
     strides, lhs_dil, rhs_dil = tup(self.strides), tup(self.input_dilation), tup(self.kernel_dilation)
     dn = lax.conv_dimension_numbers(x.shape, kernel.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+    spec = make_spec(x, kernel, strides, padding, lhs_dil, rhs_dil, dn, self.feature_group_count,
+                     precision=self.precision)
+    impl, reason = resolve_impl(self.impl, spec)
+    record(Resolution("/".join(self.scope.path), self.impl, impl, reason))
+    # CPU-only speed paths: GPU/TPU fuse well, a conditional there would wait on the host, and they compile
+    # exactly what flax's Conv does.
+    cpu_xla = impl == "xla" and jax.default_backend() == "cpu"
+    if cpu_xla:
+      x = materialize(x)
     if (cpu_xla and max(strides) > 1 and self.precision is None and max(lhs_dil + rhs_dil) == 1
-        and self.feature_group_count == 1):
+        and self.feature_group_count == 1 and min(spec.out_spatial) >= 8):
       # XLA's input gradient of a strided conv multiplies zeros; polyphase.py computes it without. Below an
       # 8x8 output the phases' small convolutions lose to XLA's (measured, benchmarks/RESULTS.md).
-      spec = make_spec(x, kernel, strides, padding, dimension_numbers=dn)
-      if min(spec.out_spatial) >= 8:
-        return self._add_bias(strided_conv(x, kernel, strides, spec.padding), dtype)
+      return self._add_bias(strided_conv(x, kernel, strides, spec.padding), dtype)
     y = conv_general_dilated(x, kernel, strides, padding, lhs_dilation=lhs_dil, rhs_dilation=rhs_dil,
                              dimension_numbers=dn, feature_group_count=self.feature_group_count,
-                             precision=self.precision, impl=self.impl)
+                             precision=self.precision, impl=impl)
     return self._add_bias(y, dtype)
 
   def _add_bias(self, y, dtype):

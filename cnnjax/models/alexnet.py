@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import Conv, MaxPool, local_response_norm
+from cnnjax.layers import Conv, MaxPool, local_response_norm, logs_conv_impls
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
 
@@ -29,6 +29,7 @@ class AlexNet(nn.Module):
   conv_impl: str = "xla"
 
   @nn.compact
+  @logs_conv_impls
   def __call__(self, x, *, train: bool):
     if self.variant not in ("paper", "owt"):
       raise ValueError(f"variant={self.variant!r} is not one of ('paper', 'owt')")

@@ -15,7 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import AvgPool, BatchNorm, Conv, MaxPool, local_response_norm
+from cnnjax.layers import AvgPool, BatchNorm, Conv, MaxPool, local_response_norm, logs_conv_impls
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
 
@@ -91,6 +91,7 @@ class GoogLeNet(nn.Module):
   conv_impl: str = "xla"
 
   @nn.compact
+  @logs_conv_impls
   def __call__(self, x, *, train: bool):
     if self.layout not in ("paper", "torchvision"):
       raise ValueError(f"layout={self.layout!r} is not one of ('paper', 'torchvision')")

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.layers import Conv, MaxPool
+from cnnjax.layers import Conv, MaxPool, logs_conv_impls
 from cnnjax.models.registry import register
 
 # Table I of LeCun et al. 1998: which S2 maps (rows 0..5) feed each C3 map (columns 0..15).
@@ -75,6 +75,7 @@ class LeNet5(nn.Module):
   conv_impl: str = "xla"
 
   @nn.compact
+  @logs_conv_impls
   def __call__(self, x, *, train: bool):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     act = nn.relu if self.modern else scaled_tanh
@@ -108,6 +109,7 @@ class LeNet1(nn.Module):
   conv_impl: str = "xla"
 
   @nn.compact
+  @logs_conv_impls
   def __call__(self, x, *, train: bool):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = x.astype(self.dtype)

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import Conv, MaxPool
+from cnnjax.layers import Conv, MaxPool, logs_conv_impls
 from cnnjax.models.common import check_norm, he_normal, make_norm
 from cnnjax.models.registry import register
 
@@ -95,6 +95,7 @@ class ResNet(nn.Module):
   conv_impl: str = "xla"
 
   @nn.compact
+  @logs_conv_impls
   def __call__(self, x, *, train: bool):
     check_norm(self.norm)
     if self.shortcut not in SHORTCUTS:

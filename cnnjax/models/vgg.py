@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import BatchNorm, Conv, MaxPool, local_response_norm
+from cnnjax.layers import BatchNorm, Conv, MaxPool, local_response_norm, logs_conv_impls
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
 
@@ -39,6 +39,7 @@ class VGG(nn.Module):
   conv_impl: str = "xla"
 
   @nn.compact
+  @logs_conv_impls
   def __call__(self, x, *, train: bool):
     if self.column not in COLUMNS:
       raise ValueError(f"column={self.column!r} is not one of {sorted(COLUMNS)}")

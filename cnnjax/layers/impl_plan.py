@@ -1,0 +1,98 @@
+"""Which convolution implementation each layer runs, and one log line per model saying so.
+
+`resolve_impl` is the one place a per-layer choice is made; `Conv` calls it with its checked `ConvSpec`. An
+implementation with geometric limits ('winograd': 3x3, stride 1, undilated) takes the convolutions it can do and
+lax ('xla') the others. Models decorate their `__call__` with `logs_conv_impls`, which records every Conv's
+resolution during a trace and logs the summary once per distinct model and plan, e.g.
+
+  ResNet: conv_impl=winograd: 7 of 9 convolutions; xla for 2 (3x3 stride 2: 2)
+
+`recording()` gives the same records to any caller (tests, a training setup that writes them to the workdir).
+"""
+import collections
+import contextlib
+import functools
+import logging
+from typing import List, NamedTuple, Optional, Tuple
+
+from cnnjax.layers._conv_spec import ConvSpec
+from cnnjax.layers.conv import IMPLS
+from cnnjax.layers.conv_winograd import winograd_limits
+
+log = logging.getLogger("cnnjax")
+
+
+class Resolution(NamedTuple):
+  path: str                # the Conv's module path, e.g. 'stage2_block1/Conv_0'
+  requested: str           # the impl the model asked for
+  used: str                # the impl that runs
+  reason: Optional[str]    # why `used` differs from `requested` (the layer's geometry), else None
+
+
+def resolve_impl(impl: str, spec: ConvSpec) -> Tuple[str, Optional[str]]:
+  """(implementation used, reason or None) for a layer asking for `impl` on the convolution `spec`."""
+  if impl not in IMPLS:
+    raise ValueError(f"impl={impl!r} is not one of {IMPLS}")
+  if impl == "winograd" and winograd_limits(spec):
+    return "xla", geometry(spec)
+  return impl, None
+
+
+def geometry(spec: ConvSpec) -> str:
+  """'3x3', '1x1 stride 2', '3x3 dilation 2', ...: what decides whether a limited implementation applies."""
+  text = "x".join(map(str, spec.kernel_spatial))
+  for name, v in (("stride", spec.strides), ("dilation", spec.rhs_dilation), ("input dilation", spec.lhs_dilation)):
+    if any(i != 1 for i in v):
+      text += f" {name} {v[0] if len(set(v)) == 1 else 'x'.join(map(str, v))}"
+  return text
+
+
+_ACTIVE: List[list] = []   # a stack of record lists, one per active recording()
+_LOGGED = set()
+
+
+@contextlib.contextmanager
+def recording():
+  """Collects the Resolution of every Conv traced inside the block (nested blocks each see their calls)."""
+  records = []
+  _ACTIVE.append(records)
+  try:
+    yield records
+  finally:  # by identity: nested recordings hold equal lists
+    del _ACTIVE[next(i for i, r in enumerate(_ACTIVE) if r is records)]
+
+
+def record(resolution: Resolution) -> None:
+  for records in _ACTIVE:
+    records.append(resolution)
+
+
+def describe(records) -> str:
+  """The one-line summary of a model's resolutions (records of one trace)."""
+  if not records:
+    return "no convolutions"
+  requested = sorted({r.requested for r in records})
+  fallback = collections.Counter(r.reason for r in records if r.reason is not None)
+  line = f"conv_impl={'/'.join(requested)}: {len(records) - sum(fallback.values())} of {len(records)} convolutions"
+  if fallback:
+    used = sorted({r.used for r in records if r.reason is not None})
+    line += (f"; {'/'.join(used)} for {sum(fallback.values())} (" +
+             ", ".join(f"{g}: {n}" for g, n in sorted(fallback.items())) + ")")
+  return line
+
+
+def logs_conv_impls(call):
+  """Decorates a model's `__call__` (under `nn.compact`): logs the plan once per model class and plan; a WARNING
+  when some layers run another implementation than the one asked for, INFO otherwise, nothing for plain 'xla'."""
+  @functools.wraps(call)
+  def wrapped(self, *args, **kwargs):
+    with recording() as records:
+      out = call(self, *args, **kwargs)
+    line = describe(records)
+    key = (type(self).__name__, line)
+    if records and any(r.requested != "xla" for r in records) and key not in _LOGGED:
+      _LOGGED.add(key)
+      level = logging.WARNING if any(r.reason for r in records) else logging.INFO
+      log.log(level, "%s: %s", type(self).__name__, line)
+    return out
+  return wrapped
