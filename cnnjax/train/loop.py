@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax import checkpoint, data, metrics, models, parallel
+from cnnjax import checkpoint, data, layers, metrics, models, parallel
 from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
@@ -98,12 +98,14 @@ def fingerprint(tree) -> str:
   return h.hexdigest()[:16]
 
 
-def check_model_input(model, input_shape, config, info) -> None:
+def check_model_input(model, input_shape, config, info) -> List[Dict[str, Any]]:
   """Traces the model (no compute) so that a bad model option or a too-small image fails before compiling,
-  each with its own message: only a model that builds at a large input and not at this one is 'too small'."""
+  each with its own message: only a model that builds at a large input and not at this one is 'too small'.
+  Returns the convolution implementation each layer resolved to (for conv_impls.json)."""
   try:
-    models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True)
-    return
+    with layers.record_conv_impls() as plan:
+      models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True)
+    return [r._asdict() for r in plan]
   except Exception as small:  # pylint: disable=broad-except
     first_line = str(small).splitlines()[0][:300] if str(small) else type(small).__name__
     error = small
@@ -241,7 +243,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
                         **config_lib.model_options(config))
   input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
-  check_model_input(model, input_shape, config, info)
+  conv_impls = check_model_input(model, input_shape, config, info)
   tx, schedule = optim.build(config, steps_per_epoch, total_steps)
 
   lock = _take_workdir(config, workdir, restart=restart, allow_config_change=allow_config_change,
@@ -260,6 +262,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
              steps_per_epoch, jax.device_count(), jax.process_count(), start_step)
     if is_chief:
       workdir_lib.write_json(workdir / workdir_lib.CONFIG, json.loads(config.to_json_best_effort()))
+      workdir_lib.write_json(workdir / "conv_impls.json", conv_impls)  # what each layer ran (config: asked)
       if vocab is not None:
         text.save_vocab(vocab, workdir)
       if info.class_names:  # what each label means, for data sets that name their classes (image folders)
