@@ -193,7 +193,7 @@ def test_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
     ({"learning_rate": 0.0}, r"config.learning_rate=0.0 is invalid: > 0"),
     ({"batch_size": 30, "grad_accum_steps": 4}, r"config.batch_size=30 is invalid: a multiple of"),
     ({"dataset.num_classes": 100}, r"dataset.num_classes=100 but digits has 10 classes"),
-    ({"optimizer": "adam"}, r"config.optimizer='adam' is invalid: one of \('sgd', 'adamw'\)"),
+    ({"optimizer": "adam"}, r"config.optimizer='adam' is invalid: one of \('sgd', 'adamw', 'adadelta'\)"),
     ({"model.norm": "batchnorm"},
      r"config.model \('resnet20'\) cannot be built: norm='batchnorm' is not one of \('batch', 'group'"),
     ({"dataset.name": "cifar11"}, r"unknown data set dataset.name='cifar11'"),
