@@ -83,8 +83,10 @@ def _multihost(tmp_path, num_processes, timeout=240, extra=()):
 
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
-  """2 processes x 2 CPU devices on 127.0.0.1 through the real entry point == 1 process x 4 devices."""
-  results = _multihost(tmp_path, 2)
+  """2 processes x 2 CPU devices on 127.0.0.1 through the real entry point == 1 process x 4 devices; a resume
+  with a damaged newest checkpoint: process 0 renames it before any process restores, both take the older."""
+  every2 = ("--config.checkpoint_every_steps=2", "--config.keep_checkpoints=5")
+  results = _multihost(tmp_path, 2, extra=every2)
   for p, out, err in results:
     assert p.returncode == 0, err[-3000:]
   fps = [re.search(r"process (\d): final parameters fingerprint (\w+)", err).groups() for _, _, err in results]
@@ -96,20 +98,7 @@ def test_two_processes_match_one_process(tmp_path):
   b, step = checkpoint.load_numpy(str(tmp_path / "mh"))
   assert step == 4
   _assert_states_close(a, b)
-  # Resume from the multi-host checkpoint with both processes (restore through Orbax by all processes).
-  more = ("--config.num_train_steps=6", "--config.checkpoint_every_steps=6")
-  results = _multihost(tmp_path, 2, extra=more)
-  for p, out, err in results:
-    assert p.returncode == 0, err[-3000:]
-    assert "restored checkpoint step 4" in err
-
-
-@pytest.mark.slow
-def test_two_processes_agree_on_a_damaged_checkpoint(tmp_path):
-  """Process 0 renames the damaged newest step before any process restores; both resume from the older one."""
-  every2 = ("--config.checkpoint_every_steps=2", "--config.keep_checkpoints=5")
-  for p, out, err in _multihost(tmp_path, 2, extra=every2):
-    assert p.returncode == 0, err[-3000:]
+  # Resume with both processes (restore through Orbax by all of them) after step 4's files were emptied.
   ckpts = tmp_path / "mh" / "checkpoints"
   for f in (ckpts / "4" / "state").iterdir():
     if f.is_file():
