@@ -213,6 +213,26 @@ def _restore_or_init(config, workdir, ckpt, create, state_sharding):
   return state, 0
 
 
+def _data(config, workdir, pk):
+  """(train source, eval batches, model-selection batches or None, DatasetInfo, text vocabulary or None)."""
+  vocab = None
+  if config.dataset.name in data.sources.TEXT_NAMES:  # the vocabulary the run started with, else the train split's
+    vocab = text.load_vocab(workdir) or text.vocab_of(config.dataset, config.dataset.name)
+  train_src, info = data.get_source(config.dataset, config.dataset.train_split, vocab=vocab)
+  eval_src, _ = data.eval_source(config.dataset, vocab=vocab)  # dataset.eval_name may name another data set
+  dev_ds = None
+  if config.early_stopping.split:
+    dev_src, _ = data.get_source(config.dataset, config.early_stopping.split, vocab=vocab)
+    dev_ds = data.eval_dataset(config, dev_src, info, **pk)
+  if config.dataset.num_classes not in (-1, info.num_classes):
+    raise ConfigError(f"config.dataset.num_classes={config.dataset.num_classes} but {config.dataset.name} has "
+                      f"{info.num_classes} classes (use -1 to take the data set's)")
+  if len(train_src) < config.batch_size:
+    raise ConfigError(f"config.batch_size={config.batch_size} is larger than the {len(train_src)} training "
+                      f"examples of {config.dataset.name}")
+  return train_src, data.eval_dataset(config, eval_src, info, **pk), dev_ds, info, vocab
+
+
 def setup(config, workdir, *, restart: bool = False, allow_config_change: bool = False) -> Run:
   """Validates the config, locks the workdir and builds data, model, state and steps (see `Run`)."""
   parallel.initialize(config)
@@ -222,23 +242,8 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   is_chief = jax.process_index() == 0
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
 
-  vocab = None
-  if config.dataset.name in data.sources.TEXT_NAMES:  # the vocabulary the run started with, else the train split's
-    vocab = text.load_vocab(workdir) or text.vocab_of(config.dataset, config.dataset.name)
-  train_src, info = data.get_source(config.dataset, config.dataset.train_split, vocab=vocab)
-  eval_src, _ = data.eval_source(config.dataset, vocab=vocab)  # dataset.eval_name may name another data set
-  dev_ds = None
-  if config.early_stopping.split:
-    dev_src, _ = data.get_source(config.dataset, config.early_stopping.split, vocab=vocab)
-    dev_ds = data.eval_dataset(config, dev_src, info, process_index=jax.process_index(),
-                               process_count=jax.process_count())
-  if config.dataset.num_classes not in (-1, info.num_classes):
-    raise ConfigError(f"config.dataset.num_classes={config.dataset.num_classes} but {config.dataset.name} has "
-                      f"{info.num_classes} classes (use -1 to take the data set's)")
+  train_src, eval_ds, dev_ds, info, vocab = _data(config, workdir, pk)
   steps_per_epoch = len(train_src) // config.batch_size
-  if steps_per_epoch < 1:
-    raise ConfigError(f"config.batch_size={config.batch_size} is larger than the {len(train_src)} training "
-                      f"examples of {config.dataset.name}")
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
   model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
                         **config_lib.model_options(config))
@@ -284,9 +289,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
              total_steps=total_steps, start_step=start_step, state=state, train_step=train_step,
              eval_step=eval_step,
              make_train_iter=lambda s: iter(data.train_dataset(config, train_src, info, start_step=s, **pk)),
-             eval_ds=data.eval_dataset(config, eval_src, info, **pk), dev_ds=dev_ds, batch_sharding=batch_sharding,
-             ckpt=ckpt,
-             writer=writer)
+             eval_ds=eval_ds, dev_ds=dev_ds, batch_sharding=batch_sharding, ckpt=ckpt, writer=writer)
 
 
 class TrainLog:
