@@ -7,10 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnnjax import layers, metrics, models
+from cnnjax import layers, models
 from cnnjax.layers import impl_plan
 from cnnjax.layers._conv_spec import make_spec
 from cnnjax.train import loop
+from cnnjax.workdir import read_jsonl
 from tests.conftest import tiny_config
 
 
@@ -73,7 +74,7 @@ def test_winograd_trains_resnet20_like_lax(tmp_path):
     c = tiny_config(num_train_steps=2, log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2,
                     **{"model.conv_impl": impl})
     loop.run(c, str(tmp_path / impl))
-    losses[impl] = [e["loss"] for e in metrics.read_jsonl(str(tmp_path / impl / "metrics.jsonl"))
+    losses[impl] = [e["loss"] for e in read_jsonl(str(tmp_path / impl / "metrics.jsonl"))
                     if e["split"] == "train"]
   assert len(losses["winograd"]) == 2 and np.isfinite(losses["winograd"]).all()
   np.testing.assert_allclose(losses["winograd"], losses["xla"], rtol=1e-4)
