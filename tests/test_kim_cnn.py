@@ -50,10 +50,17 @@ def test_forward_matches_numpy_float64(impl):
   np.testing.assert_allclose(got, numpy_forward(params, IDS, TINY["windows"]), rtol=1e-5, atol=1e-5)
 
 
-def test_winograd_refuses_the_sentence_windows_clearly():
+def test_winograd_runs_lax_on_the_sentence_windows():
+  """winograd computes kernels of 3 (per spatial axis) at stride 1 only: a 3-word window runs winograd, other
+  windows fall back to lax with the reason recorded, and the logits are the numpy reference's."""
+  from cnnjax import layers
   model = models.create("kim_cnn", num_classes=3, conv_impl="winograd", **TINY)
-  with pytest.raises(ValueError, match="impl='winograd' computes only 3x3"):
-    init(model, IDS)
+  with layers.record_conv_impls() as plan:
+    params = init(model, IDS)
+  assert [r.used for r in plan] == ["winograd" if h == 3 else "xla" for h in TINY["windows"]]
+  assert all(bool(r.reason) == (r.used == "xla") for r in plan)
+  got = model.apply({"params": params}, IDS, train=False)
+  np.testing.assert_allclose(got, numpy_forward(params, IDS, TINY["windows"]), rtol=1e-5, atol=1e-5)
 
 
 def test_multichannel_is_the_sum_of_both_channels_convolutions():
