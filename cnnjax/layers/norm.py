@@ -2,7 +2,6 @@
 
 b_c = a_c / (k + alpha * sum_{c' in window(c)} a_{c'}^2) ** beta, window of `size` channels centred on c.
 alpha is NOT divided by size, as in the paper (PyTorch's LocalResponseNorm divides it by size).
-Placeholder (issue 3 verifies it); the signature is final.
 """
 from jax import lax
 import jax.numpy as jnp
