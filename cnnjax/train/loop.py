@@ -190,13 +190,16 @@ def _take_workdir(config, workdir, *, restart: bool, allow_config_change: bool, 
   return lock
 
 
+def _template(create, state_sharding):
+  """The train state's shapes, dtypes and shardings, for restoring into (no compute)."""
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      jax.eval_shape(create, jax.random.PRNGKey(0)), state_sharding)
+
+
 def _restore_or_init(config, workdir, ckpt, create, state_sharding):
   """The run's own newest restorable checkpoint, else a fresh state. A workdir whose checkpoints all fail to
   restore never starts again from step 0 silently."""
-  template = jax.eval_shape(create, jax.random.PRNGKey(config.seed))
-  template = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), template,
-                          state_sharding)
-  restored, start_step = ckpt.restore(template)
+  restored, start_step = ckpt.restore(_template(create, state_sharding))
   if restored is not None:
     return restored, start_step
   if ckpt.quarantined:
@@ -459,11 +462,9 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
   create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype)
   sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
                                       config.parallel.shard_params, config.parallel.shard_min_size)
-  template = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          jax.eval_shape(create, jax.random.PRNGKey(0)), sharding)
   ckpt = checkpoint.Manager(workdir / "checkpoints")
   try:
-    state, step = ckpt.restore(template, step)
+    state, step = ckpt.restore(_template(create, sharding), step)
   finally:
     ckpt.close()
   if state is None:
