@@ -14,6 +14,9 @@ def test_grid_hand_worked():
   assert [n for n, _ in runs] == ["name=a,norm=batch,learning_rate=0.1", "name=a,norm=none,learning_rate=0.05",
                                   "name=b,norm=batch,learning_rate=0.1", "name=b,norm=none,learning_rate=0.05"]
   assert runs[3][1] == {"model.name": "b", "model.norm": "none", "learning_rate": 0.05}
+  # a value with a slash (a data set name) stays one directory level; the setting keeps the slash
+  (name, settings), = sweep.grid((("dataset.name", ("sentences/mr",)),))
+  assert name == "name=sentences-mr" and settings == {"dataset.name": "sentences/mr"}
 
 
 def _sweep(workdir, *args):

@@ -165,7 +165,7 @@ def test_pretrained_init(tmp_path):
   import jax
   f = tmp_path / "v.txt"
   f.write_text("".join(f"{w} " + " ".join(map(str, v)) + "\n" for w, v in VECTORS.items()))
-  vocab = text.Vocab(("<pad>", "<unk>", "cat", "emu", "dog"), 4, True)
+  vocab = text.Vocab(("<pad>", "<unk>", "cat", "emu", "Dog"), 4, False)   # cased (as TREC): 'Dog' gets 'dog'
   init = text.pretrained_init(str(f), vocab)
   e = np.asarray(init(jax.random.PRNGKey(0), (5, 3)))
   np.testing.assert_array_equal(e[0], 0.0)

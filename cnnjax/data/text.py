@@ -360,19 +360,21 @@ def read_vectors(path: str, words=None) -> Tuple[Dict[str, np.ndarray], int]:
 
 @functools.lru_cache(maxsize=4)
 def _pretrained(path: str, vocab: Vocab) -> Tuple[np.ndarray, np.ndarray]:
-  found, dim = read_vectors(os.path.expanduser(path), set(vocab.words[2:]))
+  words = vocab.words[2:]
+  found, dim = read_vectors(os.path.expanduser(path), {*words, *(w.lower() for w in words)})
   matrix = np.zeros((len(vocab), dim), np.float32)
   has = np.zeros(len(vocab), bool)
-  for i, w in enumerate(vocab.words[2:], 2):
-    if w in found:
-      matrix[i], has[i] = found[w], True
+  for i, w in enumerate(words, 2):
+    v = found.get(w, found.get(w.lower()))   # a cased vocabulary (TREC) with lower-case vectors (GloVe)
+    if v is not None:
+      matrix[i], has[i] = v, True
   log.info("%s: vectors for %d of %d words; the others drawn from U[-0.25, 0.25]", path, has.sum(), len(vocab) - 2)
   return matrix, has
 
 
 def pretrained_init(path: str, vocab: Vocab):
-  """An embedding initializer: the vectors of `path` for the words that have one, U[-0.25, 0.25] from the init
-  key for the others (Kim 2014, Sec. 3.2), row PAD zero. Shape (len(vocab), model.embed_dim)."""
+  """An embedding initializer: the vectors of `path` for the words that have one (the word itself, else its
+  lower-case form), U[-0.25, 0.25] from the init key for the others (Kim 2014, Sec. 3.2), row PAD zero. Shape (len(vocab), model.embed_dim)."""
   import jax
   import jax.numpy as jnp
 
