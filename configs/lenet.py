@@ -2,7 +2,7 @@
 
 Presets: `:lenet5` (default; 32x32 input as in the paper), `:lenet5_modern` (ReLU, max-pool, full C3),
 `:lenet1` (28x28 input), and on Fashion-MNIST (the real 28x28 images; `:fashion_mnist` the paper's LeNet-5,
-`:fashion_mnist_modern` the modern one): each image centred on the paper's 32x32 field (zero padding, no
+`:fashion_mnist_modern` the modern one, `:fashion_mnist_both` both as a sweep): each image centred on the paper's 32x32 field (zero padding, no
 scaling), shifted by up to 2 pixels and mirrored at random (clothes, unlike digits, keep their class when
 mirrored).
 Paper recipe (LeCun et al. 1998, Sec. II.C/III.C): MNIST padded to 32x32, 20 passes, stochastic diagonal
@@ -15,7 +15,11 @@ from configs import default
 
 def get_config(preset: str = "lenet5"):
   c = default.get_config()
-  known = ("lenet5", "lenet5_modern", "lenet1", "fashion_mnist", "fashion_mnist_modern")
+  known = ("lenet5", "lenet5_modern", "lenet1", "fashion_mnist", "fashion_mnist_modern", "fashion_mnist_both")
+  if preset == "fashion_mnist_both":    # a sweep: the paper's LeNet-5 and the modern one, each with its lr
+    c = get_config("fashion_mnist")
+    c.sweep = ((("model.modern", "learning_rate"), ((False, 0.001), (True, 0.02))),)
+    return c
   if preset not in known:
     raise ValueError(f"unknown preset {preset!r} for configs/lenet.py; known: {list(known)}")
   c.model.name = "lenet1" if preset == "lenet1" else "lenet5"
