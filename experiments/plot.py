@@ -4,8 +4,10 @@
 
 Writes DIR/curves.png (training loss on a log scale, training error, test top-1 and top-5 error; one line
 per run, labelled by the config fields that differ between the runs) and DIR/results.md (final and best
-metrics per run). DIR defaults to the first argument. With --filters, each workdir also gets filters.png, the
-first convolution's filters of its newest checkpoint.
+metrics per run, wall time, and the test top-1 at the best dev evaluation where a dev split selects).
+`--mean_over dataset.fold` also writes DIR/mean.md: mean and sd over the runs that differ only in that field.
+DIR defaults to the first argument. With --filters, each workdir also gets filters.png, the first convolution's
+filters of its newest checkpoint.
 """
 import argparse
 import io
@@ -13,6 +15,7 @@ import json
 import sys
 
 import flax
+import numpy as np
 
 from cnnjax import viz
 from cnnjax import workdir as workdir_lib
@@ -92,20 +95,54 @@ def save_png(fig, path, dpi=100) -> None:
   path.write_bytes(buf.getvalue())
 
 
+def _fmt(v) -> str:
+  return f"{v:.4f}" if isinstance(v, (int, float)) else str(v)
+
+
+def summary(w) -> dict:
+  """One run's figures: steps, wall minutes, final and best test top-1, the dev-selected test top-1 (if any)."""
+  es = workdir_lib.read_jsonl(w / M)
+  tr = [e for e in es if e["split"] == "train"]
+  ev = [e for e in es if e["split"] == "eval" and isinstance(e.get("top1"), (int, float))]
+  sel = (workdir_lib.read_json(w / workdir_lib.FINAL) or {}).get("selected") or {}
+  best = max(ev, key=lambda e: e["top1"]) if ev else None
+  return {"steps": tr[-1]["step"] if tr else 0, "wall_min": tr[-1]["wall_s"] / 60 if tr and "wall_s" in tr[-1] else None,
+          "train_loss": tr[-1]["loss"] if tr else None, "train_error": tr[-1]["error"] if tr else None,
+          "top1": ev[-1]["top1"] if ev else None, "top5": ev[-1]["top5"] if ev else None,
+          "best": (best["top1"], best["step"]) if best else None,
+          "selected": (sel["eval"]["top1"], sel["step"]) if "eval" in sel else None}
+
+
 def table(workdirs):
   names, _ = labels(workdirs)
-  rows = ["| run | steps | final train loss | final train error | final test top-1 | final test top-5 | "
-          "best test top-1 (step) |", "|---|---|---|---|---|---|---|"]
+  rows = ["| run | steps | wall (min) | final train loss | final train error | final test top-1 | final test top-5 | "
+          "best test top-1 (step) | test top-1 at best dev (step) |", "|---|---|---|---|---|---|---|---|---|"]
+  pair = lambda p: f"{p[0]:.4f} ({p[1]})" if p else "-"
   for w in workdirs:
-    es = workdir_lib.read_jsonl(w / M)
-    tr = [e for e in es if e["split"] == "train"]
-    ev = [e for e in es if e["split"] == "eval" and isinstance(e.get("top1"), (int, float))]
-    fmt = lambda v: f"{v:.4f}" if isinstance(v, (int, float)) else str(v)
-    best = max(ev, key=lambda e: e["top1"]) if ev else None
-    rows.append(f"| {names[w]} | {tr[-1]['step'] if tr else 0} | {fmt(tr[-1]['loss']) if tr else '-'} | "
-                f"{fmt(tr[-1]['error']) if tr else '-'} | {fmt(ev[-1]['top1']) if ev else '-'} | "
-                f"{fmt(ev[-1]['top5']) if ev else '-'} | "
-                f"{fmt(best['top1']) + ' (' + str(best['step']) + ')' if best else '-'} |")
+    s = summary(w)
+    rows.append(f"| {names[w]} | {s['steps']} | {_fmt(s['wall_min']) if s['wall_min'] else '-'} | "
+                + " | ".join(_fmt(s[k]) if s[k] is not None else "-" for k in ("train_loss", "train_error", "top1", "top5"))
+                + f" | {pair(s['best'])} | {pair(s['selected'])} |")
+  return "\n".join(rows) + "\n"
+
+
+def mean_table(workdirs, field: str):
+  """Runs that differ only in config `field` (e.g. dataset.fold) as one row: mean +- sample sd of the test
+  top-1 (at the best dev epoch where a dev split selects, else final), the number of runs and their wall time."""
+  names, fields = labels(workdirs)
+  groups = {}
+  for w in workdirs:
+    key = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in fields.get(w, {}).items() if k != field) or "all"
+    groups.setdefault(key, []).append(w)
+  rows = [f"| runs (over {field}) | n | test top-1 mean | sd | min | max | wall per run (min) |",
+          "|---|---|---|---|---|---|---|"]
+  for key, ws in groups.items():
+    ss = [summary(w) for w in ws]
+    acc = np.array([(s["selected"] or (s["top1"], 0))[0] for s in ss], np.float64)
+    wall = [s["wall_min"] for s in ss if s["wall_min"]]
+    sd = acc.std(ddof=1) if len(acc) > 1 else float("nan")
+    rows.append(f"| {key} | {len(acc)} | {acc.mean():.4f} | {sd:.4f} | {acc.min():.4f} | {acc.max():.4f} | "
+                f"{f'{np.mean(wall):.1f}' if wall else '-'} |")
   return "\n".join(rows) + "\n"
 
 
@@ -115,6 +152,8 @@ def main(argv=None):
   p.add_argument("--out", default=None, help="output folder (default: the first path)")
   p.add_argument("--x", default="epoch", choices=("epoch", "step"))
   p.add_argument("--filters", action="store_true", help="also write each run's first-layer filters as filters.png")
+  p.add_argument("--mean_over", default=None, help="a config field (e.g. dataset.fold): also write DIR/mean.md, "
+                 "one row per group of runs that differ only in it")
   a = p.parse_args(argv)
   workdirs = find_workdirs(a.paths)
   if not workdirs:
@@ -124,6 +163,9 @@ def main(argv=None):
   md = workdir_lib.path(out) / "results.md"
   md.write_text(table(workdirs))
   print(f"wrote {png} and {md} ({len(workdirs)} runs)")
+  if a.mean_over:
+    (workdir_lib.path(out) / "mean.md").write_text(mean_table(workdirs, a.mean_over))
+    print(f"wrote {workdir_lib.path(out) / 'mean.md'}")
   if a.filters:
     for w in workdirs:
       if (w / "checkpoints").is_dir():

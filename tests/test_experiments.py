@@ -1,8 +1,10 @@
 """The sweep and plot entry points."""
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from experiments import plot, sweep
@@ -55,3 +57,31 @@ def test_sweep_runs_grid_skips_finished_and_plots(tmp_path):
 def test_plot_rejects_a_path_that_is_not_a_workdir(tmp_path):
   with pytest.raises(SystemExit, match="neither a workdir"):
     plot.main([str(tmp_path / "nope")])
+
+
+def _fake_run(path, name, fold, test_top1, dev_top1, wall_s):
+  """A finished workdir: config, one train and two eval entries, the dev-selected result in final_metrics.json."""
+  path.mkdir(parents=True)
+  (path / "config.json").write_text(json.dumps({"model": {"name": name}, "dataset": {"fold": fold}}))
+  entries = [{"step": 10, "split": "train", "loss": 0.5, "error": 0.2, "wall_s": wall_s},
+             {"step": 5, "split": "eval", "top1": test_top1[0], "top5": 1.0},
+             {"step": 10, "split": "eval", "top1": test_top1[1], "top5": 1.0}]
+  (path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+  best = int(np.argmax(dev_top1))
+  (path / "final_metrics.json").write_text(json.dumps(
+      {"selected": {"step": 5 * (best + 1), "eval": {"top1": test_top1[best]}, "dev": {"top1": dev_top1[best]}}}))
+
+
+def test_mean_over_folds_hand_worked(tmp_path):
+  """Per-run rows pick the test top-1 at the best dev step; --mean_over groups the folds (mean, sample sd)."""
+  for fold, test, dev in ((0, (0.70, 0.60), (0.9, 0.8)), (1, (0.50, 0.80), (0.1, 0.2)), (2, (0.75, 0.10), (0.5, 0.4))):
+    _fake_run(tmp_path / f"a{fold}", "kim", fold, test, dev, wall_s=60.0 * (fold + 1))
+  _fake_run(tmp_path / "b0", "other", 0, (0.2, 0.3), (0.0, 0.0), wall_s=30.0)
+  runs = plot.find_workdirs([str(tmp_path)])
+  rows = plot.table(runs).splitlines()
+  assert rows[2].startswith("| fold=0, name=kim | 10 | 1.0000 |") and rows[2].endswith("| 0.7000 (5) | 0.7000 (5) |")
+  assert rows[3].endswith("| 0.8000 (10) | 0.8000 (10) |")
+  mean = plot.mean_table(runs, "dataset.fold").splitlines()
+  # fold-selected accuracies 0.70, 0.80, 0.75: mean 0.75, sd 0.05; wall 1, 2, 3 min
+  assert mean[2] == "| name=kim | 3 | 0.7500 | 0.0500 | 0.7000 | 0.8000 | 2.0 |"
+  assert mean[3] == "| name=other | 1 | 0.2000 | nan | 0.2000 | 0.2000 | 0.5 |"

@@ -1,6 +1,7 @@
 """End-to-end runs of the training loop on tiny configs."""
 import json
 import os
+import time
 
 import jax
 import numpy as np
@@ -74,7 +75,15 @@ def test_stop_and_resume_equals_straight_run(tmp_path):
   loop.run(c, str(tmp_path / "straight"))
   loop.run(c, str(tmp_path / "resumed"), stop_after_steps=3)
   assert checkpoint.Manager(str(tmp_path / "resumed" / "checkpoints")).all_steps() == [3]
+  # wall_s sums the attempts: pretend the first took 1000 s; the resumed run's next entry goes on from there.
+  path = tmp_path / "resumed" / "metrics.jsonl"
+  first = [dict(e, wall_s=1000.0) if e["split"] == "train" else e for e in read_jsonl(str(path))]
+  path.write_text("".join(json.dumps(e) + "\n" for e in first))
+  t0 = time.perf_counter()
   loop.run(c, str(tmp_path / "resumed"))
+  second = time.perf_counter() - t0
+  wall = [e["wall_s"] for e in read_jsonl(str(path)) if e["split"] == "train"]
+  assert wall[0] == 1000.0 and 1000.0 < wall[1] <= 1000.0 + second
   _, a = _final_params(str(tmp_path / "straight"), c)
   _, b = _final_params(str(tmp_path / "resumed"), c)
   jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -297,7 +297,8 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
 
 class TrainLog:
   """Collects the device metrics of each step and, at each log point, enforces config.on_nonfinite and writes
-  one train entry (means over the steps since the last one, throughput)."""
+  one train entry (means over the steps since the last one, throughput, and `wall_s`: the seconds this run has
+  spent training, compiling and evaluating so far, summed over its attempts)."""
 
   def __init__(self, r: Run, progress_bar):
     self.r, self.bar = r, progress_bar
@@ -305,6 +306,8 @@ class TrainLog:
     self.consecutive_bad = 0
     self.examples, self.since = 0, time.perf_counter()
     self.last: Dict[str, float] = {}
+    kept = [e for e in workdir_lib.read_jsonl(r.writer.path) if e["split"] == "train" and "wall_s" in e]
+    self.wall_base, self.started = (kept[-1]["wall_s"] if kept else 0.0), time.perf_counter()
 
   def reset_clock(self) -> None:
     """Starts the throughput clock anew (after compiling, after an evaluation)."""
@@ -335,6 +338,7 @@ class TrainLog:
     summary = metrics.summarize(host)
     summary["examples_per_sec"] = self.examples / max(time.perf_counter() - self.since, 1e-9)
     summary["epoch"] = step / self.r.steps_per_epoch
+    summary["wall_s"] = self.wall_base + time.perf_counter() - self.started
     self.reset_clock()
     self.r.writer.write(step, "train", summary)
     self.last = summary
