@@ -116,6 +116,16 @@ def test_cv_splits_of_a_file(tmp_path):
   assert set().union(*seen.values()) == {f"sentence{i}" for i in range(50)}            # test folds cover all
 
 
+def test_dev_drawn_from_a_train_file_leaves_it(tmp_path):
+  """TREC has train and test files but no dev file: dev is a part of the train file and not trained on."""
+  write(tmp_path / "TREC.train.all", [f"{i % 6} question{i}" for i in range(40)])
+  write(tmp_path / "TREC.test.all", ["0 test question"])
+  c = config(tmp_path, "trec", dev_fraction=0.25)
+  splits = {s: text.line_split(c.dataset, "trec", s)[0] for s in text.SPLITS}
+  assert len(splits["train"]) == 30 and len(splits["dev"]) == 10 and splits["test"] == ["test question"]
+  assert set(splits["train"]) | set(splits["dev"]) == {f"question{i}" for i in range(40)}   # disjoint, covering
+
+
 @pytest.mark.parametrize("overrides, field", [({"fold": 10}, "fold=10"), ({"fold": -1}, "fold=-1"),
                                               ({"num_folds": 1}, "num_folds=1"),
                                               ({"dev_fraction": 1.0}, "dev_fraction=1.0")])

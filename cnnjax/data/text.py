@@ -188,7 +188,7 @@ def line_split(d, name: str, split: str) -> Tuple[List[str], np.ndarray]:
   seed, fraction = int(_field(d, "split_seed")), float(_field(d, "dev_fraction"))
   if not 0 <= fraction < 1:
     raise ConfigError(f"config.dataset.dev_fraction={fraction} is invalid: in [0, 1)")
-  if split in spec.files:
+  if split in spec.files and (split != "train" or "dev" in spec.files):
     return read_lines(path(split), spec.num_classes)
   if "all" in spec.files:
     num_folds, fold = int(_field(d, "num_folds")), int(_field(d, "fold"))
