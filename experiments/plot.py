@@ -5,7 +5,8 @@
 Writes DIR/curves.png (training loss on a log scale, training error, test top-1 and top-5 error; one line
 per run, labelled by the config fields that differ between the runs) and DIR/results.md (final and best
 metrics per run, wall time, and the test top-1 at the best dev evaluation where a dev split selects).
-`--mean_over dataset.fold` also writes DIR/mean.md: mean and sd over the runs that differ only in that field.
+`--mean_over dataset.fold` also writes DIR/mean.md: mean and sd over the runs that differ only in that field;
+`--fig6` writes DIR/fig6.png, the two panels of He et al. 2016 Fig. 6 (plain and residual nets).
 DIR defaults to the first argument. With --filters, each workdir also gets filters.png, the first convolution's
 filters of its newest checkpoint.
 """
@@ -85,6 +86,48 @@ def plot(workdirs, out_dir, x="epoch"):
   return png
 
 
+def fig6_series(workdirs):
+  """He et al. 2016 Fig. 6's data: {'plain' | 'residual': {model name: (train (epochs, errors), test (epochs,
+  errors))}} for the runs with batch norm (config model.norm == 'batch')."""
+  out = {"plain": {}, "residual": {}}
+  for w in workdirs:
+    cfg = workdir_lib.read_json(w / workdir_lib.CONFIG) or {}
+    model = cfg.get("model", {})
+    if model.get("norm") != "batch":
+      continue
+    es = workdir_lib.read_jsonl(w / M)
+    test = curves(es, "eval", "top1", "epoch")
+    out["residual" if model.get("residual") else "plain"][model["name"]] = (
+        curves(es, "train", "error", "epoch"), (test[0], [1.0 - y for y in test[1]]))
+  return out
+
+
+def plot_fig6(workdirs, out_dir):
+  """Two panels as the paper's Fig. 6: plain nets left, ResNets right; thin lines training error, bold test."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  series = fig6_series(workdirs)
+  fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+  for ax, (kind, nets) in zip(axes, series.items()):
+    for i, (name, ((tx, ty), (ex, ey))) in enumerate(sorted(nets.items(), key=lambda kv: int(kv[0][6:] or 0))):
+      color = plt.get_cmap("tab10").colors[i]
+      label = name.replace("resnet", "plain-" if kind == "plain" else "ResNet-")
+      ax.plot(tx, ty, color=color, linewidth=0.8, alpha=0.8)
+      ax.plot(ex, ey, color=color, linewidth=2.2, marker=".", label=f"{label} (test {ey[-1]:.2%})" if ey else label)
+    ax.set_title(f"{kind} nets: thin = training error, bold = test error")
+    ax.set_xlabel("epoch")
+    finals = [ys[-1] for nets in series.values() for (_, ty), (_, ey) in nets.values() for ys in (ty, ey) if ys]
+    ax.set_ylim(0, min(1.0, 2.5 * max(finals, default=0.4)))   # the end of training, as the paper's 0-20%
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+  axes[0].set_ylabel("top-1 error")
+  fig.tight_layout()
+  png = workdir_lib.path(out_dir) / "fig6.png"
+  save_png(fig, png, dpi=110)
+  return png
+
+
 def save_png(fig, path, dpi=100) -> None:
   """Saves and closes a matplotlib figure at `path`, local or a URL."""
   import matplotlib.pyplot as plt
@@ -152,6 +195,8 @@ def main(argv=None):
   p.add_argument("--out", default=None, help="output folder (default: the first path)")
   p.add_argument("--x", default="epoch", choices=("epoch", "step"))
   p.add_argument("--filters", action="store_true", help="also write each run's first-layer filters as filters.png")
+  p.add_argument("--fig6", action="store_true", help="also write DIR/fig6.png: He et al. 2016 Fig. 6's two panels "
+                 "(plain and residual nets with batch norm, training and test error by epoch)")
   p.add_argument("--mean_over", default=None, help="a config field (e.g. dataset.fold): also write DIR/mean.md, "
                  "one row per group of runs that differ only in it")
   a = p.parse_args(argv)
@@ -163,6 +208,8 @@ def main(argv=None):
   md = workdir_lib.path(out) / "results.md"
   md.write_text(table(workdirs))
   print(f"wrote {png} and {md} ({len(workdirs)} runs)")
+  if a.fig6:
+    print("wrote", plot_fig6(workdirs, out))
   if a.mean_over:
     (workdir_lib.path(out) / "mean.md").write_text(mean_table(workdirs, a.mean_over))
     print(f"wrote {workdir_lib.path(out) / 'mean.md'}")

@@ -85,3 +85,23 @@ def test_mean_over_folds_hand_worked(tmp_path):
   # fold-selected accuracies 0.70, 0.80, 0.75: mean 0.75, sd 0.05; wall 1, 2, 3 min
   assert mean[2] == "| name=kim | 3 | 0.7500 | 0.0500 | 0.7000 | 0.8000 | 2.0 |"
   assert mean[3] == "| name=other | 1 | 0.2000 | nan | 0.2000 | 0.2000 | 0.5 |"
+
+
+def test_fig6_series_splits_plain_and_residual(tmp_path):
+  """Fig. 6's panels: batch-norm runs only, by residual; test error is 1 - top-1; training error as logged."""
+  for name, residual, norm, err in (("resnet20", True, "batch", 0.1), ("resnet56", True, "batch", 0.05),
+                                    ("resnet20", False, "batch", 0.2), ("resnet20", False, "none", 0.9)):
+    w = tmp_path / f"{name}-{residual}-{norm}"
+    w.mkdir()
+    (w / "config.json").write_text(json.dumps({"model": {"name": name, "residual": residual, "norm": norm}}))
+    entries = [{"step": 5, "epoch": 0.5, "split": "train", "error": 2 * err},
+               {"step": 10, "epoch": 1.0, "split": "train", "error": err},
+               {"step": 10, "epoch": 1.0, "split": "eval", "top1": 1 - 1.5 * err}]
+    (w / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+  runs = plot.find_workdirs([str(tmp_path)])
+  series = plot.fig6_series(runs)
+  assert sorted(series["residual"]) == ["resnet20", "resnet56"] and list(series["plain"]) == ["resnet20"]
+  (train_x, train_y), (test_x, test_y) = series["plain"]["resnet20"]
+  assert train_x == [0.5, 1.0] and train_y == [0.4, 0.2] and test_x == [1.0]
+  np.testing.assert_allclose(test_y, [0.3])
+  assert plot.plot_fig6(runs, tmp_path).exists()
