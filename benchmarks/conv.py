@@ -9,7 +9,6 @@ import argparse
 import statistics
 import time
 
-import cnnjax  # noqa: F401  (project XLA flags)
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -97,7 +97,7 @@ def test_forward_and_vjp_match_lax(impl):
   assert outcomes.count("compared") >= len(outcomes) // 2, outcomes   # mostly real comparisons
 
 
-@pytest.mark.parametrize("impl", ["direct", "im2col", "fft", "winograd"])
+@pytest.mark.parametrize("impl", ["direct", "im2col", "fft", "winograd", "auto"])
 def test_bfloat16_within_one_rounding(impl):
   """bf16 in, bf16 out: computed in float32 and rounded once, so within bf16's half-ulp (2^-8 relative) of the
   float32 result, like lax's own bf16 convolution."""
