@@ -16,7 +16,8 @@ All of them handle 1-, 2- and 3-D (in fact n-D) spatial dims; 'SAME', 'SAME_LOWE
 high) padding, asymmetric or negative; window strides; input dilation (transposed convolution); kernel dilation
 (atrous); feature groups (grouped and depthwise) and batch groups; any dimension_numbers; any float dtype
 (bfloat16/float16 are computed in float32 and rounded once, like XLA on CPU). Gradients come from autodiff through
-the hand-written computation; `jax.custom_vjp` is not needed (tests/test_conv.py checks the VJPs against lax's).
+the hand-written computation, except Winograd's, which has a hand-written VJP (conv_winograd.py); tests/test_conv.py
+checks the VJPs against lax's.
 
 Arguments are checked before anything is traced, and errors name the value (see `_conv_spec.make_spec`): groups
 that don't divide the channels, a window larger than the padded input (lax would return an empty array; here it
