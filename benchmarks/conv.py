@@ -34,8 +34,10 @@ SHAPES = [("r18 3x3 56x56x64", 56, 64, 64, 3, 1), ("r18 3x3 28x28x128", 28, 128,
           ("r50 1x1 14x14 1024->256", 14, 1024, 256, 1, 1), ("r50 1x1 7x7 2048->512", 7, 2048, 512, 1, 1)]
 
 
-# (batch, output H=W, Cin, Cout, k, stride) of the train steps' convolutions (benchmarks/train_step.py).
+# (batch, output H=W, Cin, Cout, k, stride) of the train steps' convolutions (benchmarks/train_step.py) and of
+# the default run (configs/resnet.py: ResNet-20, 32x32, batch 64).
 TABLE_SHAPES = [
+    (64, 32, 16, 16, 3, 1), (64, 16, 32, 32, 3, 1), (64, 8, 64, 64, 3, 1),
     (128, 32, 64, 64, 3, 1), (128, 16, 128, 128, 3, 1), (128, 8, 256, 256, 3, 1), (128, 4, 512, 512, 3, 1),
     (16, 56, 64, 64, 3, 1), (16, 28, 128, 128, 3, 1), (16, 14, 256, 256, 3, 1), (16, 7, 512, 512, 3, 1),
     (32, 64, 64, 64, 3, 1), (32, 32, 128, 128, 3, 1), (32, 16, 256, 256, 3, 1), (32, 8, 512, 512, 3, 1),

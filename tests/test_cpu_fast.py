@@ -152,3 +152,20 @@ def test_auto_plan_is_described_by_path_counts():
   records = [Resolution("a", "auto", "lax_cpu", "3x3 stride 1"), Resolution("b", "auto", "polyphase", "3x3 stride 2"),
              Resolution("c", "auto", "lax_cpu", "3x3 stride 1"), Resolution("d", "auto", "dot", "1x1 stride 1")]
   assert describe(records) == f"conv_impl=auto on {jax.default_backend()}: lax_cpu 2, dot 1, polyphase 1"
+
+
+def test_auto_takes_the_tables_best_path_for_the_nearest_shape(monkeypatch):
+  """The nearest entry (same kernel size and stride, closest in log output size and channels) decides; a path
+  that does not fit the layer (Winograd for a dilated one) or no entry for its kernel leaves the defaults."""
+  entries = ({"kernel": 3, "stride": 1, "hw": 32, "cin": 64, "cout": 64, "best": "winograd_f4"},
+             {"kernel": 3, "stride": 1, "hw": 4, "cin": 512, "cout": 512, "best": "lax_cpu"},
+             {"kernel": 1, "stride": 1, "hw": 14, "cin": 256, "cout": 1024, "best": "dot"})
+  monkeypatch.setattr(cpu_fast, "table", lambda: entries)
+  path = lambda *a, **kw: cpu_fast.choose(_spec(*a, **kw))[0]
+  assert path((4, 28, 28, 48), 3, cout=80) == "winograd_f4"
+  assert path((4, 5, 5, 384), 3, cout=384) == "lax_cpu"
+  assert path((4, 16, 16, 64), 1, padding="VALID") == "dot"
+  assert path((4, 16, 16, 64), 1, padding=((1, 1), (1, 1))) == "lax_cpu"     # padded 1x1: not a dot
+  assert path((4, 32, 32, 64), 3, rhs_dilation=(2, 2)) == "lax_cpu"
+  assert path((4, 32, 32, 64), 5) == "lax_cpu"                               # no 5x5 entry
+  assert cpu_fast.choose(_spec((4, 28, 28, 48), 3, cout=80))[1] == "3x3 stride 1: table 32x32 64->64"

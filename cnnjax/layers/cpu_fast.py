@@ -118,7 +118,7 @@ def choose(spec: ConvSpec) -> Tuple[str, str]:
     return "lax_cpu", "grouped, dilated, >3-D or explicit precision"
   entry = nearest(spec)
   shape = f"{'x'.join(map(str, spec.kernel_spatial))} stride {max(spec.strides)}"
-  if entry is not None and entry["best"] != "lax_cpu" and _fits(entry["best"], spec):
+  if entry is not None and _fits(entry["best"], spec):
     return entry["best"], f"{shape}: table {entry['hw']}x{entry['hw']} {entry['cin']}->{entry['cout']}"
   if max(spec.strides) > 1 and min(spec.out_spatial) >= POLYPHASE_MIN_OUT:
     return "polyphase", f"{shape}, output >= {POLYPHASE_MIN_OUT}"
@@ -130,6 +130,8 @@ def _fits(path: str, spec: ConvSpec) -> bool:
     return set(spec.kernel_spatial) == {1} and all(p == (0, 0) for p in spec.padding)
   if path.startswith("winograd"):
     return not conv_winograd.winograd_limits(spec)
+  if path == "polyphase":
+    return max(spec.strides) > 1
   return path in PATHS
 
 
@@ -151,7 +153,9 @@ def conv(path: str, spec: ConvSpec, x, w):
     return lax.dot_general(x.astype(spec.compute_dtype), w.reshape(w.shape[-2:]).astype(spec.compute_dtype),
                            (((x.ndim - 1,), (0,)), ((), ()))).astype(spec.out_dtype)
   if path in ("winograd_f4", "winograd_f2"):
-    y = conv_winograd.conv_winograd(spec, x.astype(spec.compute_dtype), w.astype(spec.compute_dtype),
-                                    int(path[-1]))
+    # Materialised: the input transform reads each element up to alpha^2 times, and XLA would recompute the
+    # input's elementwise producers (batch norm, ReLU) inside it.
+    y = conv_winograd.conv_winograd(spec, materialize(x).astype(spec.compute_dtype),
+                                    w.astype(spec.compute_dtype), int(path[-1]))
     return y.astype(spec.out_dtype)
   raise ValueError(f"path={path!r} is not one of {PATHS}")
