@@ -14,7 +14,8 @@ On CPU (jax 0.10's XLA, 2-core x86 machines) each layer gets the path measured f
                  hand-written VJP (conv_winograd.py).
 
 'dot' and Winograd are used for the shape classes where the table `cpu_table.json` (measured by
-`python -m benchmarks.conv --write_table`) found them faster than 'lax_cpu'; without an entry for a layer's
+`python -m benchmarks.conv --table --write_table`) found them faster than 'lax_cpu' (Winograd only from 128
+channels on, `WINOGRAD_MIN_CHANNELS`: its compile time); without an entry for a layer's
 kernel and stride the layer gets 'lax_cpu' / 'polyphase'. Batch norm's sums are matrix products (`colsum`):
 2.5-4x faster than XLA's CPU reductions over an NHWC activation's leading axes.
 
@@ -43,6 +44,10 @@ log = logging.getLogger("cnnjax")
 XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
 PATHS = ("lax_cpu", "polyphase", "dot", "winograd_f4", "winograd_f2")
 POLYPHASE_MIN_OUT = 8   # below an 8x8 output the phases' small convolutions lose to XLA's (measured)
+# Winograd's tile transforms take XLA several seconds to compile per layer (ResNet-18 CIFAR's first step: 144 s
+# with them, 45 s without, under load); below 128 channels the measured saving (3 ms a step for the default
+# run's 8x8x64 layers) would not repay that within a run of a few hundred steps.
+WINOGRAD_MIN_CHANNELS = 128
 TABLE_PATH = pathlib.Path(__file__).with_name("cpu_table.json")
 
 
@@ -129,7 +134,8 @@ def _fits(path: str, spec: ConvSpec) -> bool:
   if path == "dot":
     return set(spec.kernel_spatial) == {1} and all(p == (0, 0) for p in spec.padding)
   if path.startswith("winograd"):
-    return not conv_winograd.winograd_limits(spec)
+    channels = min(spec.in_shape[-1], spec.out_shape[-1])
+    return not conv_winograd.winograd_limits(spec) and channels >= WINOGRAD_MIN_CHANNELS
   if path == "polyphase":
     return max(spec.strides) > 1
   return path in PATHS
