@@ -1,26 +1,91 @@
-"""Every conv implementation against lax on ResNet-18/50 layer shapes: forward and forward+backward.
+"""Every conv implementation against lax on ResNet-18/50 layer shapes: forward and forward+backward; and the
+table of `conv_impl='auto'`'s CPU paths.
 
   python -m benchmarks.conv [--batch 8] [--repeats 5] [--impls direct,im2col,winograd,fft] [--shapes 3x3|1x1|all]
+  python -m benchmarks.conv --table [--write_table] [--repeats 3] [--only 3x3|1x1]
 
 Prints, per layer shape, the median time of each implementation over interleaved repeats and its ratio to
 'xla' (lax.conv_general_dilated) measured in the same run. Ratios, not seconds, are what to compare.
+
+--table times forward+backward of each CPU path of cnnjax/layers/cpu_fast.py that fits (lax_cpu, polyphase,
+dot, winograd_f4, winograd_f2) on the layer shapes of the benchmarked train steps (ResNet-18 CIFAR batch 128,
+ResNet-50 224 px batch 16, VGG-16 64 px batch 32), interleaved; --write_table stores the fastest per shape in
+cnnjax/layers/cpu_table.json, which 'auto' reads (remeasure it on a new machine with this one command).
 """
 import argparse
+import datetime
+import json
+import platform
 import statistics
+import subprocess
 import time
 
-import cnnjax  # noqa: F401  (project XLA flags)
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.layers import conv_general_dilated
+from cnnjax.layers import conv_general_dilated, cpu_fast
+from cnnjax.layers._conv_spec import make_spec
 
 # (name, H=W, Cin, Cout, k, stride): the 3x3 convs of ResNet-18's stages and ResNet-50's 1x1 convs.
 SHAPES = [("r18 3x3 56x56x64", 56, 64, 64, 3, 1), ("r18 3x3 28x28x128", 28, 128, 128, 3, 1),
           ("r18 3x3 14x14x256", 14, 256, 256, 3, 1), ("r18 3x3 7x7x512", 7, 512, 512, 3, 1),
           ("r50 1x1 56x56 64->256", 56, 64, 256, 1, 1), ("r50 1x1 28x28 512->128", 28, 512, 128, 1, 1),
           ("r50 1x1 14x14 1024->256", 14, 1024, 256, 1, 1), ("r50 1x1 7x7 2048->512", 7, 2048, 512, 1, 1)]
+
+
+# (batch, output H=W, Cin, Cout, k, stride) of the train steps' convolutions (benchmarks/train_step.py) and of
+# the default run (configs/resnet.py: ResNet-20, 32x32, batch 64).
+TABLE_SHAPES = [
+    (64, 32, 16, 16, 3, 1), (64, 16, 32, 32, 3, 1), (64, 8, 64, 64, 3, 1),
+    (128, 32, 64, 64, 3, 1), (128, 16, 128, 128, 3, 1), (128, 8, 256, 256, 3, 1), (128, 4, 512, 512, 3, 1),
+    (16, 56, 64, 64, 3, 1), (16, 28, 128, 128, 3, 1), (16, 14, 256, 256, 3, 1), (16, 7, 512, 512, 3, 1),
+    (32, 64, 64, 64, 3, 1), (32, 32, 128, 128, 3, 1), (32, 16, 256, 256, 3, 1), (32, 8, 512, 512, 3, 1),
+    (16, 56, 64, 256, 1, 1), (16, 56, 256, 64, 1, 1), (16, 28, 512, 128, 1, 1), (16, 28, 128, 512, 1, 1),
+    (16, 14, 1024, 256, 1, 1), (16, 14, 256, 1024, 1, 1), (16, 7, 2048, 512, 1, 1), (16, 7, 512, 2048, 1, 1),
+    (16, 28, 256, 512, 1, 2), (16, 14, 512, 1024, 1, 2), (16, 7, 1024, 2048, 1, 2), (128, 16, 64, 128, 1, 2)]
+
+
+def _path_fn(path, spec):
+  f = lambda x, w: cpu_fast.conv(path, spec, x, w)
+  return jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
+
+
+def table(a):
+  """Times every fitting CPU path per TABLE_SHAPES entry; returns the table's entries."""
+  entries = []
+  for n, hw, cin, cout, k, s in TABLE_SHAPES:
+    if a.only and f"{k}x{k}" != a.only:
+      continue
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(n, hw * s, hw * s, cin)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, k, cin, cout)) / np.sqrt(k * k * cin), jnp.float32)
+    spec = make_spec(x, w, (s, s), "SAME" if k > 1 else "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    paths = [p for p in cpu_fast.PATHS if cpu_fast._fits(p, spec) and (p != "polyphase" or s > 1)]
+    fns = {p: _path_fn(p, spec) for p in paths}
+    times = {p: [] for p in paths}
+    for _ in range(a.repeats):
+      for p in paths:
+        times[p].append(_time(fns[p], x, w, n=2))
+    ms = {p: round(statistics.median(t) * 1e3, 2) for p, t in times.items()}
+    best = min(ms, key=ms.get)
+    entries.append(dict(kernel=k, stride=s, hw=hw, cin=cin, cout=cout, batch=n, best=best, ms=ms))
+    print(f"{k}x{k} s{s} {hw}x{hw} {cin}->{cout} batch {n}: " +
+          ", ".join(f"{p} {t:.1f} ms ({t / ms['lax_cpu']:.2f}x)" for p, t in ms.items()) + f" -> {best}",
+          flush=True)
+  return entries
+
+
+def write_table(entries):
+  cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True).stdout
+  doc = {"measured_by": "python -m benchmarks.conv --table --write_table",
+         "cpu": " ".join(cpu.split()[2:]) or platform.processor(), "jax": jax.__version__,
+         "date": datetime.date.today().isoformat(), "xla_flags": cpu_fast.set_xla_flags(),
+         "what": "forward+backward median ms of each CPU path per layer shape; 'best' is what conv_impl='auto' "
+                 "takes for the nearest shape of the same kernel size and stride",
+         "entries": entries}
+  cpu_fast.TABLE_PATH.write_text(json.dumps(doc, indent=1) + "\n")
+  print(f"wrote {cpu_fast.TABLE_PATH}")
 
 
 def _fns(impl, stride):
@@ -46,7 +111,15 @@ def main():
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--impls", default="direct,im2col,winograd,fft")
   p.add_argument("--shapes", default="all", choices=("3x3", "1x1", "all"))
+  p.add_argument("--table", action="store_true", help="time the CPU paths of conv_impl='auto' instead")
+  p.add_argument("--write_table", action="store_true", help="with --table: store cnnjax/layers/cpu_table.json")
+  p.add_argument("--only", default="", choices=("", "3x3", "1x1"), help="with --table: only these kernels")
   a = p.parse_args()
+  if a.table:
+    entries = table(a)
+    if a.write_table:
+      write_table(entries)
+    return
   impls = ["xla"] + a.impls.split(",")
   print(f"jax {jax.__version__}, {jax.devices()[0].platform}, batch {a.batch}, {a.repeats} interleaved repeats, "
         f"median ms (ratio to xla)")

@@ -10,7 +10,6 @@ import argparse
 import statistics
 import time
 
-import cnnjax  # noqa: F401  (project XLA flags)
 import jax
 import numpy as np
 

@@ -17,7 +17,6 @@ import time
 
 import numpy as np
 
-import cnnjax  # noqa: F401  (XLA flags before jax starts)
 from cnnjax import data
 from configs import resnet
 

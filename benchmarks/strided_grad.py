@@ -9,7 +9,6 @@ the polyphase path on CPU for outputs of 8x8 and more (below that it measured sl
 import argparse
 import statistics
 
-import cnnjax  # noqa: F401  (project XLA flags)
 import jax
 import numpy as np
 

@@ -2,6 +2,7 @@
 
   pip install -r requirements-bench.txt
   python -m benchmarks.train_step [--models resnet18_cifar,resnet50,vgg16] [--repeats 3] [--steps 3]
+                                  [--conv_impl auto,xla]
 
 JAX side: `cnnjax.train.steps.make_train_step` with the optimizer from `cnnjax.train.optim.build` on a real config
 (configs/default.py), jitted with the state donated, as the training loop does. PyTorch side: the same
@@ -14,12 +15,12 @@ import argparse
 import statistics
 import time
 
-import cnnjax  # noqa: F401  (project XLA flags, before jax starts)
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import models
+from cnnjax.layers import cpu_fast
 from cnnjax.train import optim, state as state_lib, steps
 from configs import default
 
@@ -27,23 +28,33 @@ MODELS = {  # name: (registry name, options, image size, batch, classes)
     "resnet18_cifar": ("resnet18", {"stem": "cifar"}, 32, 128, 10),
     "resnet50": ("resnet50", {}, 224, 16, 1000),
     "vgg16": ("vgg16", {}, 64, 32, 10),
+    "resnet20": ("resnet20", {}, 32, 64, 10),   # the default run (configs/resnet.py); no PyTorch twin here
 }
 
 
-def jax_step(name):
+def jax_step(name, conv_impl):
+  """conv_impl 'auto-notable': 'auto' without cpu_table.json (its measured Winograd and dot choices)."""
   reg, opts, size, batch, classes = MODELS[name]
   c = default.get_config()
   c.learning_rate, c.weight_decay, c.lr_schedule = 0.1, 5e-4, "constant"
-  model = models.create(reg, num_classes=classes, **opts)
-  tx, sched = optim.build(c, 100, 100)
-  state = state_lib.create(jax.random.PRNGKey(0), model, tx, (size, size, 3))
-  rng = np.random.default_rng(0)
-  data = {"image": jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32),
-          "label": jnp.asarray(rng.integers(0, classes, batch), jnp.int32)}
-  fn = jax.jit(steps.make_train_step(model, tx, sched), donate_argnums=0)
-  t = time.perf_counter()
-  compiled = fn.lower(state, data).compile()
-  compile_s = time.perf_counter() - t
+  impl = conv_impl or c.model.conv_impl
+  table = cpu_fast.table
+  if impl == "auto-notable":   # traced (and compiled) here, then run as compiled: the table stays off for it
+    impl, cpu_fast.table = "auto", lambda: ()
+  try:
+    model = models.create(reg, num_classes=classes, conv_impl=impl, **opts)
+    tx, sched = optim.build(c, 100, 100)
+    state = state_lib.create(jax.random.PRNGKey(0), model, tx, (size, size, 3))
+    rng = np.random.default_rng(0)
+    data = {"image": jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32),
+            "label": jnp.asarray(rng.integers(0, classes, batch), jnp.int32)}
+    fn = jax.jit(steps.make_train_step(model, tx, sched), donate_argnums=0)
+    t = time.perf_counter()
+    fn = fn.lower(state, data).compile()
+    compile_s = time.perf_counter() - t
+  finally:
+    cpu_fast.table = table
+  compiled = fn
   flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
   box = {"state": state}
 
@@ -166,16 +177,19 @@ def main():
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--torch_modes", default="eager,channels_last,compiled")
+  p.add_argument("--conv_impl", default="", help="model.conv_impl (default: configs/default.py's); a comma "
+                 "list times each as its own system, e.g. auto,xla")
   a = p.parse_args()
   import torch
   torch.set_num_threads(2)
   peak = matmul_peak()
   print(f"jax {jax.__version__}, torch {torch.__version__}, matmul peak {peak:.0f} GFLOP/s (2048^3, this run)")
   for name in a.models.split(","):
-    run_j, batch, compile_s, flops, n_params = jax_step(name)
-    systems = {"jax": run_j}
-    firsts = {"jax": compile_s}
-    for mode in a.torch_modes.split(","):
+    systems, firsts, flops = {}, {}, {}
+    for impl in a.conv_impl.split(","):
+      key = f"jax_{impl}" if impl else "jax"
+      systems[key], batch, firsts[key], flops[key], n_params = jax_step(name, impl)
+    for mode in (m for m in a.torch_modes.split(",") if m and name in torch_models()):
       systems[f"torch_{mode}"], firsts[f"torch_{mode}"] = torch_step(name, mode, n_params)
     for f in systems.values():
       f(1)  # warm-up
@@ -186,13 +200,14 @@ def main():
         f(a.steps)
         times[k].append((time.perf_counter() - t) / a.steps)
     ips = {k: batch / statistics.median(v) for k, v in times.items()}
-    best_torch = max(v for k, v in ips.items() if k != "jax")
-    gflops = flops / statistics.median(times["jax"]) / 1e9
+    best_torch = max([v for k, v in ips.items() if k.startswith("torch")] or [float("nan")])
     print(f"\n{name} (batch {batch}, {n_params:,d} params)")
     for k, v in ips.items():
       print(f"  {k:22s} {v:8.1f} images/s   first step {firsts[k]:6.1f} s")
-    print(f"  jax / best torch: {ips['jax'] / best_torch:.2f}x; jax step {gflops:.0f} GFLOP/s = "
-          f"{gflops / peak:.0%} of the matmul peak", flush=True)
+    for k in (k for k in ips if k.startswith("jax")):
+      gflops = flops[k] / statistics.median(times[k]) / 1e9   # XLA's count: Winograd's is lower for the same work
+      print(f"  {k} / best torch: {ips[k] / best_torch:.2f}x; {k} step {gflops:.0f} GFLOP/s = "
+            f"{gflops / peak:.0%} of the matmul peak", flush=True)
 
 
 if __name__ == "__main__":

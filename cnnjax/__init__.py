@@ -1,7 +1,7 @@
 """cnnjax: convolutional networks in JAX/Flax.
 
-Importing the package sets the project's CPU XLA flags (see `cnnjax._xla`) before JAX starts its backend.
+Importing the package changes nothing global. The project's CPU XLA flags are set by its entry points
+(experiments.main, experiments.sweep, benchmarks, tests) with `cnnjax.layers.cpu_fast.set_xla_flags()`, which a
+library user calls the same way before JAX starts a backend (README.md, "CPU speed").
 """
-from cnnjax import _xla  # noqa: F401  (must run before jax initialises a backend)
-
 __version__ = "0.1.0"

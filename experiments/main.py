@@ -33,6 +33,8 @@ EXIT_BUSY = 4  # another process holds the workdir
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from cnnjax.layers import cpu_fast
+  cpu_fast.set_xla_flags()  # the project's CPU XLA flags, before JAX starts a backend
   from cnnjax import checkpoint, workdir
   from cnnjax.errors import ConfigError
   from cnnjax.train import loop  # imports jax after absl has parsed flags

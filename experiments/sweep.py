@@ -19,6 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from cnnjax import workdir as workdir_lib
+from cnnjax.layers import cpu_fast
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file with a `sweep` field.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs' workdirs.")
@@ -59,6 +60,7 @@ def command(config_spec, workdir, settings, extra):
 
 def main(argv):
   del argv
+  cpu_fast.set_xla_flags()  # the project's CPU XLA flags, inherited by the runs' processes
   config = _CONFIG.value
   if "sweep" not in config:
     raise app.UsageError("the config has no `sweep` field (a tuple of (field, values) axes)")

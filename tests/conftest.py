@@ -1,7 +1,9 @@
 """Shared fixtures: a tiny, fast config on the embedded digits."""
 import pytest
 
-import cnnjax  # noqa: F401  (sets XLA flags before jax initialises)
+from cnnjax.layers import cpu_fast
+
+cpu_fast.set_xla_flags()  # the project's CPU XLA flags, as the entry points set them, before jax starts
 
 
 def tiny_config(**overrides):

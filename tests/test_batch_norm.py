@@ -17,9 +17,10 @@ def _apply(module, variables, x):
   return jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(variables, x)
 
 
+@pytest.mark.parametrize("impl", ["xla", "auto"])   # 'auto': the sums as matrix products on CPU
 @pytest.mark.parametrize("train", [True, False])
-def test_matches_flax_batch_norm_values_stats_and_gradients(train):
-  ours = BatchNorm(use_running_average=not train, momentum=0.9)
+def test_matches_flax_batch_norm_values_stats_and_gradients(train, impl):
+  ours = BatchNorm(use_running_average=not train, momentum=0.9, impl=impl)
   ref = nn.BatchNorm(use_running_average=not train, momentum=0.9)
   v = ref.init(jax.random.PRNGKey(0), X)
   assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(0), X)) == jax.tree.map(jnp.shape, v)
@@ -32,7 +33,8 @@ def test_matches_flax_batch_norm_values_stats_and_gradients(train):
   jax.tree.map(close, g2, g1)
 
 
-def test_training_step_matches_numpy_float64():
+@pytest.mark.parametrize("impl", ["xla", "auto"])
+def test_training_step_matches_numpy_float64(impl):
   """y = (x - mean) / sqrt(var + eps) * scale + bias with the biased variance; running stats move by momentum;
   d loss / d x from the textbook formula (Ioffe & Szegedy 2015, Sec. 3)."""
   x = X.astype(np.float64).reshape(-1, 6)
@@ -43,7 +45,7 @@ def test_training_step_matches_numpy_float64():
   dy = np.cos(y) * np.arange(1.0, 7.0)  # d/dy of sum(sin(y) * [1..6])
   m = x.shape[0]
   dx = scale / np.sqrt(var + eps) * (dy - dy.mean(0) - xhat * (dy * xhat).mean(0))
-  module = BatchNorm(momentum=mom)
+  module = BatchNorm(momentum=mom, impl=impl)
   v = {"params": {"scale": jnp.asarray(scale, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)},
        "batch_stats": {"mean": jnp.zeros(6), "var": jnp.ones(6)}}
   (_, (y_got, new)), (g_v, g_x) = _apply(module, v, X)
@@ -63,3 +65,8 @@ def test_bfloat16_compute_keeps_float32_statistics():
   assert y.dtype == jnp.bfloat16 and new["batch_stats"]["mean"].dtype == jnp.float32
   np.testing.assert_allclose(np.asarray(y, np.float32).reshape(-1, 6).mean(0), 0.0, atol=0.05)
   np.testing.assert_allclose(new["batch_stats"]["mean"], 0.1 * X.reshape(-1, 6).mean(0), rtol=0.02)
+
+
+def test_unknown_impl_is_refused():
+  with pytest.raises(ValueError, match=r"BatchNorm impl='dot' is not one of \('xla', 'auto'\)"):
+    BatchNorm(impl="dot").init(jax.random.PRNGKey(0), X)

@@ -172,18 +172,19 @@ def test_conv_module_is_a_drop_in_for_flax_conv(impl):
 @pytest.mark.parametrize("size,strides,padding", [(8, 2, "SAME"), (17, 2, "SAME"), (16, 1, "SAME"),
                                                    (20, (2, 3), [(1, 1), (0, 2)])])
 def test_conv_module_gradients_match_flax_conv_under_jit(size, strides, padding):
-  """The CPU fast paths (the input materialised through a conditional; the polyphase input gradient of strided
-  convolutions with outputs of 8x8 and more) leave values and gradients unchanged."""
+  """impl='auto''s CPU paths (the input materialised through a conditional; the polyphase input gradient of
+  strided convolutions with outputs of 8x8 and more; Winograd where the table has it) leave values and
+  gradients unchanged."""
   x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 4))
   ref, mine = (nn.Conv(6, (3, 3), strides=strides, padding=padding),
-               layers.Conv(6, (3, 3), strides=strides, padding=padding))
+               layers.Conv(6, (3, 3), strides=strides, padding=padding, impl="auto"))
   v = ref.init(jax.random.PRNGKey(1), x)
   loss = lambda m: jax.jit(jax.grad(lambda v, x: jnp.sum(jnp.sin(m.apply(v, jax.nn.relu(x) * 2))), (0, 1)))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), loss(mine)(v, x), loss(ref)(v, x))
 
 
 def test_materialize_is_the_identity_even_for_nan():
-  from cnnjax.layers.modules import materialize
+  from cnnjax.layers.cpu_fast import materialize
   x = jnp.array([[jnp.nan, 1.0], [2.0, -jnp.inf]])
   np.testing.assert_array_equal(jax.jit(materialize)(x), x)
   np.testing.assert_array_equal(jax.jit(materialize)(x[::-1]), x[::-1])

@@ -209,11 +209,11 @@ def _hashable_precision(precision):
   return precision
 
 
-def to_canonical(spec: ConvSpec, lhs, rhs):
-  """The caller's arrays in (N, *spatial, C) and (*kernel, I, O), cast to the compute dtype."""
+def to_canonical(spec: ConvSpec, lhs, rhs, cast: bool = True):
+  """The caller's arrays in (N, *spatial, C) and (*kernel, I, O), cast to the compute dtype if `cast`."""
   x = jnp.transpose(lhs, spec.lhs_perm) if spec.lhs_perm != tuple(range(lhs.ndim)) else lhs
   w = jnp.transpose(rhs, spec.rhs_perm) if spec.rhs_perm != tuple(range(rhs.ndim)) else rhs
-  return x.astype(spec.compute_dtype), w.astype(spec.compute_dtype)
+  return (x.astype(spec.compute_dtype), w.astype(spec.compute_dtype)) if cast else (x, w)
 
 
 def from_canonical(spec: ConvSpec, y):

@@ -1,11 +1,12 @@
-"""Batch normalisation (Ioffe & Szegedy 2015) whose statistics and gradient reduce with matrix products.
+"""Batch normalisation (Ioffe & Szegedy 2015) whose statistics and gradient can reduce with matrix products.
 
 Same variables, defaults and results as `flax.linen.BatchNorm` (running averages in float32, the biased batch
 variance E[x^2] - E[x]^2), so checkpoints and summaries do not change. Why: XLA's CPU reductions over the
 leading axes of an NHWC activation (mean and variance forward; sum(dy) and sum(dy * x_hat) backward) run
 2.5-4x slower than the same sums written as `ones @ x` (benchmarks/RESULTS.md), and batch norm was a quarter
-of a ResNet-18 CIFAR train step. Off CPU the plain reductions are used: there XLA fuses them well, and on TPU
-a float32 dot would need HIGHEST precision.
+of a ResNet-18 CIFAR train step. That is a CPU speed path (cpu_fast.colsum), taken with `impl='auto'` on CPU
+only; 'xla' (the default) and other backends use plain reductions: there XLA fuses them well, and on TPU a
+float32 dot would need HIGHEST precision.
 """
 import functools
 from typing import Any, Callable
@@ -15,37 +16,35 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cnnjax.layers.cpu_fast import colsum
 
-def _colsum(a):
-  """Sum over rows of a (M, C) float32 matrix, as a matrix product on CPU."""
-  if jax.default_backend() != "cpu":
-    return jnp.sum(a, axis=0)
-  return jnp.dot(jnp.ones((a.shape[0],), a.dtype), a, precision=lax.Precision.HIGHEST)
+IMPLS = ("xla", "auto")
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def batch_norm_train(x, scale, bias, epsilon):
-  """Training-mode batch norm of a (M, C) float32 matrix over its rows: (y, batch mean, biased batch var)."""
-  return _forward(x, scale, bias, epsilon)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_train(x, scale, bias, epsilon, auto=False):
+  """Training-mode batch norm of a (M, C) float32 matrix over its rows: (y, batch mean, biased batch var).
+  `auto`: the sums as matrix products on CPU (cpu_fast.colsum)."""
+  return _forward(x, scale, bias, epsilon, auto)[0]
 
 
-def _forward(x, scale, bias, epsilon):
+def _forward(x, scale, bias, epsilon, auto=False):
   m = x.shape[0]
-  mean = _colsum(x) / m
-  var = jnp.maximum(_colsum(x * x) / m - mean * mean, 0.0)
+  mean = colsum(x, auto) / m
+  var = jnp.maximum(colsum(x * x, auto) / m - mean * mean, 0.0)
   r = lax.rsqrt(var + epsilon)
   y = (x - mean) * (r * scale) + bias
   return (y, mean, var), (x, mean, r, scale)
 
 
-def _backward(epsilon, res, cts):
+def _backward(epsilon, auto, res, cts):
   x, mean, r, scale = res
   dy, dmean, dvar = cts
   m = x.shape[0]
   xc = x - mean
   xhat = xc * r
-  dbias = _colsum(dy)
-  dscale = _colsum(dy * xhat)
+  dbias = colsum(dy, auto)
+  dscale = colsum(dy * xhat, auto)
   dx = (scale * r) * (dy - (dbias + xhat * dscale) / m) + (dmean + 2.0 * dvar * xc) / m
   return dx, dscale, dbias
 
@@ -65,9 +64,12 @@ class BatchNorm(nn.Module):
   use_scale: bool = True
   scale_init: Callable = nn.initializers.ones
   bias_init: Callable = nn.initializers.zeros
+  impl: str = "xla"   # 'auto': the sums as matrix products on CPU (cpu_fast.py); 'xla': jnp.sum
 
   @nn.compact
   def __call__(self, x):
+    if self.impl not in IMPLS:
+      raise ValueError(f"BatchNorm impl={self.impl!r} is not one of {IMPLS}")
     c = x.shape[-1]
     ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (c,))
     ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (c,))
@@ -80,7 +82,7 @@ class BatchNorm(nn.Module):
     if self.use_running_average:
       y = (x32 - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * s) + b
       return y.astype(dtype)
-    y, mean, var = batch_norm_train(x32.reshape(-1, c), s, b, self.epsilon)
+    y, mean, var = batch_norm_train(x32.reshape(-1, c), s, b, self.epsilon, self.impl == "auto")
     if not self.is_initializing():
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * lax.stop_gradient(mean)
       ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * lax.stop_gradient(var)

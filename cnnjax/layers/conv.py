@@ -8,13 +8,16 @@ values to rounding), computed by one of:
   'fft'       products of FFTs (jnp.fft), for large kernels (conv_fft.py)
   'winograd'  Winograd minimal filtering F(4x4, 3x3) (default) or F(2x2, 3x3) (`winograd_tile=2`) for 3x3,
               stride-1, undilated convolutions; anything else raises ValueError (conv_winograd.py)
-  'xla'       lax.conv_general_dilated itself, the reference
+  'xla'       lax.conv_general_dilated itself, the reference, on every backend
+  'auto'      per backend and shape the fastest measured: lax on GPU and TPU, on CPU one of the paths of
+              cpu_fast.py (lax with a materialised input, polyphase, a dot for 1x1, Winograd)
 
 All of them handle 1-, 2- and 3-D (in fact n-D) spatial dims; 'SAME', 'SAME_LOWER', 'VALID' and explicit (low,
 high) padding, asymmetric or negative; window strides; input dilation (transposed convolution); kernel dilation
 (atrous); feature groups (grouped and depthwise) and batch groups; any dimension_numbers; any float dtype
 (bfloat16/float16 are computed in float32 and rounded once, like XLA on CPU). Gradients come from autodiff through
-the hand-written computation; `jax.custom_vjp` is not needed (tests/test_conv.py checks the VJPs against lax's).
+the hand-written computation, except Winograd's, which has a hand-written VJP (conv_winograd.py); tests/test_conv.py
+checks the VJPs against lax's.
 
 Arguments are checked before anything is traced, and errors name the value (see `_conv_spec.make_spec`): groups
 that don't divide the channels, a window larger than the padded input (lax would return an empty array; here it
@@ -37,6 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cnnjax.layers import cpu_fast
 from cnnjax.layers._conv_spec import ConvSpec, from_canonical, make_spec, to_canonical
 from cnnjax.layers.conv_direct import conv_direct
 from cnnjax.layers.conv_fft import conv_fft
@@ -44,7 +48,7 @@ from cnnjax.layers.conv_im2col import conv_im2col
 from cnnjax.layers.conv_winograd import TILES as WINOGRAD_TILES
 from cnnjax.layers.conv_winograd import check_winograd, conv_winograd
 
-IMPLS = ("direct", "im2col", "fft", "winograd", "xla")
+IMPLS = ("direct", "im2col", "fft", "winograd", "xla", "auto")
 
 _IMPL_FNS = {"direct": conv_direct, "im2col": conv_im2col, "fft": conv_fft}
 
@@ -55,7 +59,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   """`jax.lax.conv_general_dilated` computed by the hand-written implementation `impl` (one of `IMPLS`).
 
   The positional and keyword arguments up to `preferred_element_type` are lax's (see its docstring).
-  `impl`: 'direct' | 'im2col' | 'fft' | 'winograd' | 'xla'. `winograd_tile`: output tile m of F(m x m, 3 x 3),
+  `impl`: 'direct' | 'im2col' | 'fft' | 'winograd' | 'xla' | 'auto'. `winograd_tile`: output tile m of F(m x m, 3 x 3),
   4 (default) or 2; only read by impl='winograd'.
   """
   if impl not in IMPLS:
@@ -63,6 +67,10 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   lhs, rhs = jnp.asarray(lhs), jnp.asarray(rhs)
   spec = make_spec(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                    feature_group_count, batch_group_count, precision, preferred_element_type)
+  if impl == "auto":
+    impl, _ = cpu_fast.resolve_auto(spec)
+    if impl in cpu_fast.PATHS:
+      return _conv_cpu(lhs, rhs, spec=spec, path=impl)
   if impl == "xla":
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, batch_group_count, precision,
@@ -80,6 +88,12 @@ def _conv(lhs, rhs, *, spec: ConvSpec, impl: str, tile: int):
   else:
     y = _IMPL_FNS[impl](spec, x, w)
   return from_canonical(spec, y)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "path"))
+def _conv_cpu(lhs, rhs, *, spec: ConvSpec, path: str):
+  x, w = to_canonical(spec, lhs, rhs, cast=False)
+  return from_canonical(spec, cpu_fast.conv(path, spec, x, w))
 
 
 MODES = ("full", "same", "valid")

@@ -2,10 +2,12 @@
 
 `resolve_impl` is the one place a per-layer choice is made; `Conv` calls it with its checked `ConvSpec`. An
 implementation with geometric limits ('winograd': 3x3, stride 1, undilated) takes the convolutions it can do and
-lax ('xla') the others. Models decorate their `__call__` with `logs_conv_impls`, which records every Conv's
+lax ('xla') the others. 'auto' is lax on GPU and TPU and, on CPU, the path measured fastest for the layer's
+shape (cpu_fast.py); 'xla' is plain lax on every backend. Models decorate their `__call__` with `logs_conv_impls`, which records every Conv's
 resolution during a trace and logs the summary once per distinct model and plan, e.g.
 
   ResNet: conv_impl=winograd: 7 of 9 convolutions; xla for 2 (3x3 stride 2: 2)
+  ResNet: conv_impl=auto on cpu: lax_cpu 5, polyphase 2, dot 2
 
 `recording()` gives the same records to any caller (tests, a training setup that writes them to the workdir).
 """
@@ -13,8 +15,12 @@ import collections
 import contextlib
 import functools
 import logging
+import os
 from typing import List, NamedTuple, Optional, Tuple
 
+import jax
+
+from cnnjax.layers import cpu_fast
 from cnnjax.layers._conv_spec import ConvSpec
 from cnnjax.layers.conv import IMPLS
 from cnnjax.layers.conv_winograd import winograd_limits
@@ -26,13 +32,16 @@ class Resolution(NamedTuple):
   path: str                # the Conv's module path, e.g. 'stage2_block1/Conv_0'
   requested: str           # the impl the model asked for
   used: str                # the impl that runs
-  reason: Optional[str]    # why `used` differs from `requested` (the layer's geometry), else None
+  reason: Optional[str]    # why `used` differs from `requested` (the layer's geometry, 'auto''s table), else None
 
 
-def resolve_impl(impl: str, spec: ConvSpec) -> Tuple[str, Optional[str]]:
-  """(implementation used, reason or None) for a layer asking for `impl` on the convolution `spec`."""
+def resolve_impl(impl: str, spec: ConvSpec, backend: Optional[str] = None) -> Tuple[str, Optional[str]]:
+  """(implementation used, reason or None) for a layer asking for `impl` on the convolution `spec`; 'auto'
+  depends on `backend` (default: JAX's default backend)."""
   if impl not in IMPLS:
     raise ValueError(f"impl={impl!r} is not one of {IMPLS}")
+  if impl == "auto":
+    return cpu_fast.resolve_auto(spec, backend)
   if impl == "winograd" and winograd_limits(spec):
     return "xla", geometry(spec)
   return impl, None
@@ -71,6 +80,10 @@ def describe(records) -> str:
   """The one-line summary of a model's resolutions (records of one trace)."""
   if not records:
     return "no convolutions"
+  if all(r.requested == "auto" for r in records):
+    used = collections.Counter(r.used for r in records)
+    return (f"conv_impl=auto on {jax.default_backend()}: " +
+            ", ".join(f"{u} {n}" for u, n in sorted(used.items(), key=lambda kv: (-kv[1], kv[0]))))
   requested = sorted({r.requested for r in records})
   fallback = collections.Counter(r.reason for r in records if r.reason is not None)
   line = f"conv_impl={'/'.join(requested)}: {len(records) - sum(fallback.values())} of {len(records)} convolutions"
@@ -92,7 +105,14 @@ def logs_conv_impls(call):
     key = (type(self).__name__, line)
     if records and any(r.requested != "xla" for r in records) and key not in _LOGGED:
       _LOGGED.add(key)
-      level = logging.WARNING if any(r.reason for r in records) else logging.INFO
+      level = logging.WARNING if any(r.reason and r.requested != "auto" for r in records) else logging.INFO
       log.log(level, "%s: %s", type(self).__name__, line)
     return out
   return wrapped
+
+
+def workdir_record(records) -> dict:
+  """What conv_impls.json holds: the backend, XLA_FLAGS and each layer's resolution (config.json says what
+  was asked for; this says what ran)."""
+  return {"backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "summary": describe(records), "layers": [r._asdict() for r in records]}

@@ -2,36 +2,22 @@
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cnnjax.layers import cpu_fast
 from cnnjax.layers.conv import conv_general_dilated
 from cnnjax.layers._conv_spec import make_spec
 from cnnjax.layers.impl_plan import Resolution, record, resolve_impl
-from cnnjax.layers.polyphase import strided_conv
 
 default_kernel_init = nn.initializers.lecun_normal()
-
-
-def materialize(x):
-  """x itself, but written to memory: XLA cannot fuse across a conditional.
-
-  Why: on CPU the kernel gradient of an XLA convolution reads its input transposed to (C, H, W, N), and XLA
-  fuses the input's elementwise producers (batch norm, residual add, ReLU of up to three blocks) into that
-  transpose, recomputing them in a cache-hostile order: 1.6 s of a 4.6 s ResNet-18 CIFAR train step
-  (benchmarks/RESULTS.md). A plain transpose of a materialised array costs about a copy. The predicate is
-  true unless the first element is NaN, and both branches return x unchanged; `optimization_barrier`
-  does not help because XLA's CPU pipeline removes it before fusion.
-  """
-  first = x.reshape(-1)[0]
-  return lax.cond(first == first, lambda v: v, lambda v: v * 1, x)
 
 
 class Conv(nn.Module):
   """Drop-in for `flax.linen.Conv` (same parameter names, shapes and initialisers), NHWC/HWIO, whose
   convolution is computed by `cnnjax.layers.conv_general_dilated(..., impl=...)` with the implementation
-  `impl_plan.resolve_impl(impl, spec)` picks for this layer (e.g. lax for a strided layer under 'winograd')."""
+  `impl_plan.resolve_impl(impl, spec)` picks for this layer (e.g. lax for a strided layer under 'winograd'; under
+  'auto' lax on GPU/TPU and on CPU the path cpu_fast.py measured fastest). 'xla' is plain lax everywhere."""
   features: int
   kernel_size: Sequence[int]
   strides: Any = 1
@@ -45,7 +31,7 @@ class Conv(nn.Module):
   precision: Any = None
   kernel_init: Callable = default_kernel_init
   bias_init: Callable = nn.initializers.zeros_init()
-  impl: str = "xla"
+  impl: str = "xla"     # cnnjax.layers.IMPLS: 'xla' (plain lax), 'auto', or a hand-written one
 
   @nn.compact
   def __call__(self, x):
@@ -73,16 +59,8 @@ class Conv(nn.Module):
                      precision=self.precision)
     impl, reason = resolve_impl(self.impl, spec)
     record(Resolution("/".join(self.scope.path), self.impl, impl, reason))
-    # CPU-only speed paths: GPU/TPU fuse well, a conditional there would wait on the host, and they compile
-    # exactly what flax's Conv does.
-    cpu_xla = impl == "xla" and jax.default_backend() == "cpu"
-    if cpu_xla:
-      x = materialize(x)
-    if (cpu_xla and max(strides) > 1 and self.precision is None and max(lhs_dil + rhs_dil) == 1
-        and self.feature_group_count == 1 and min(spec.out_spatial) >= 8):
-      # XLA's input gradient of a strided conv multiplies zeros; polyphase.py computes it without. Below an
-      # 8x8 output the phases' small convolutions lose to XLA's (measured, benchmarks/RESULTS.md).
-      return self._add_bias(strided_conv(x, kernel, strides, spec.padding), dtype)
+    if impl in cpu_fast.PATHS:  # x and kernel are already canonical (NHWC, HWIO)
+      return self._add_bias(cpu_fast.conv(impl, spec, x, kernel), dtype)
     y = conv_general_dilated(x, kernel, strides, padding, lhs_dilation=lhs_dil, rhs_dilation=rhs_dil,
                              dimension_numbers=dn, feature_group_count=self.feature_group_count,
                              precision=self.precision, impl=impl)
@@ -91,7 +69,7 @@ class Conv(nn.Module):
   def _add_bias(self, y, dtype):
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-      y = y + bias.astype(dtype)
+      y = y + jnp.reshape(bias.astype(dtype), (1,) * (y.ndim - 1) + (-1,))  # as flax's Conv: the same program
     return y
 
 

@@ -17,10 +17,17 @@ def check_norm(norm: str) -> None:
     raise ValueError(f"norm={norm!r} is not one of {NORMS}")
 
 
-def make_norm(norm: str, *, train: bool, dtype: Any, param_dtype: Any) -> Optional[Callable[..., nn.Module]]:
+def norm_impl(conv_impl: str) -> str:
+  """Batch norm's sums for a model's conv_impl: the CPU matrix-product path under 'auto', plain otherwise."""
+  return "auto" if conv_impl == "auto" else "xla"
+
+
+def make_norm(norm: str, *, train: bool, dtype: Any, param_dtype: Any,
+              conv_impl: str = "xla") -> Optional[Callable[..., nn.Module]]:
   """A constructor `f(name=..., scale_init=...)` for the chosen normalisation, or None for norm='none'.
 
-  'batch': `cnnjax.layers.BatchNorm` (flax's, with faster CPU reductions; momentum 0.9, eps 1e-5 as in torchvision); its statistics are over the global batch
+  'batch': `cnnjax.layers.BatchNorm` (flax's; momentum 0.9, eps 1e-5 as in torchvision; with conv_impl='auto'
+  its CPU sums are matrix products, `norm_impl`); its statistics are over the global batch
   when the step is jitted over a sharded batch. 'group': GroupNorm with gcd(C, 32) groups (32 as in Wu & He
   2018, fewer when C is small). 'layer': normalise over H, W and C per example (GroupNorm with one group).
   """
@@ -30,7 +37,7 @@ def make_norm(norm: str, *, train: bool, dtype: Any, param_dtype: Any) -> Option
   if norm == "batch":
     def f(name=None, scale_init=nn.initializers.ones):
       return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                       param_dtype=param_dtype, scale_init=scale_init, name=name)
+                       param_dtype=param_dtype, scale_init=scale_init, impl=norm_impl(conv_impl), name=name)
     return f
 
   class _Group(nn.Module):

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.layers import AvgPool, BatchNorm, Conv, MaxPool, local_response_norm, logs_conv_impls
+from cnnjax.models.common import norm_impl
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
 
@@ -44,7 +45,7 @@ class _ConvAct(nn.Module):
              param_dtype=self.param_dtype, impl=self.conv_impl, name="conv")(x)
     if self.bn:
       x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-3, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="bn")(x)
+                    param_dtype=self.param_dtype, impl=norm_impl(self.conv_impl), name="bn")(x)
     return nn.relu(x)
 
 

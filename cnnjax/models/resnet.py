@@ -102,7 +102,8 @@ class ResNet(nn.Module):
       raise ValueError(f"shortcut={self.shortcut!r} is not one of {SHORTCUTS}")
     if self.stem not in ("imagenet", "cifar"):
       raise ValueError(f"stem={self.stem!r} is not one of ('imagenet', 'cifar')")
-    norm = make_norm(self.norm, train=train, dtype=self.dtype, param_dtype=self.param_dtype)
+    norm = make_norm(self.norm, train=train, dtype=self.dtype, param_dtype=self.param_dtype,
+                     conv_impl=self.conv_impl)
     conv = functools.partial(Conv, use_bias=norm is None, dtype=self.dtype, param_dtype=self.param_dtype,
                              impl=self.conv_impl)
     feats = [max(1, int(round(f * self.width))) for f in self.stage_features]

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.layers import BatchNorm, Conv, MaxPool, local_response_norm, logs_conv_impls
+from cnnjax.models.common import norm_impl
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
 
@@ -58,7 +59,7 @@ class VGG(nn.Module):
                impl=self.conv_impl, name=f"conv{i}")(x)
       if self.batch_norm:
         x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-                      param_dtype=self.param_dtype, name=f"bn{i}")(x)
+                      param_dtype=self.param_dtype, impl=norm_impl(self.conv_impl), name=f"bn{i}")(x)
       x = nn.relu(x)
     x = adaptive_avg_pool(x, (7, 7))
     x = x.reshape(x.shape[0], -1)

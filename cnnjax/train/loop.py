@@ -98,14 +98,15 @@ def fingerprint(tree) -> str:
   return h.hexdigest()[:16]
 
 
-def check_model_input(model, input_shape, config, info) -> List[Dict[str, Any]]:
+def check_model_input(model, input_shape, config, info) -> Dict[str, Any]:
   """Traces the model (no compute) so that a bad model option or a too-small image fails before compiling,
   each with its own message: only a model that builds at a large input and not at this one is 'too small'.
-  Returns the convolution implementation each layer resolved to (for conv_impls.json)."""
+  Returns the convolution implementation each layer resolved to, with the backend and XLA flags (for
+  conv_impls.json)."""
   try:
     with layers.record_conv_impls() as plan:
       models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True)
-    return [r._asdict() for r in plan]
+    return layers.conv_impls_record(plan)
   except Exception as small:  # pylint: disable=broad-except
     first_line = str(small).splitlines()[0][:300] if str(small) else type(small).__name__
     error = small
