@@ -1,4 +1,5 @@
 """Transfer: init from another run (dont_load, a new head), frozen parameters, learning-rate multipliers."""
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 
 from cnnjax import checkpoint
 from cnnjax.errors import ConfigError
-from cnnjax.train import loop, optim
+from cnnjax.train import loop, optim, steps
 from tests.conftest import assert_resume_is_exact, tiny_config
 
 SYNTH5 = {"dataset.name": "synthetic", "dataset.synthetic.num_classes": 5, "dataset.synthetic.image_shape": (8, 8, 1),
@@ -32,6 +33,9 @@ def test_frozen_backbone_is_bit_identical_and_the_new_head_trains(tmp_path, sour
   for k in a["params"]:
     if k != "head":
       jax.tree.map(np.testing.assert_array_equal, b["params"][k], a["params"][k])  # loaded, then frozen
+  # Frozen batch norms normalise with their running statistics and keep them (PyTorch's requires_grad=False would
+  # still update them in train mode).
+  jax.tree.map(np.testing.assert_array_equal, b["batch_stats"], a["batch_stats"])
   assert not np.allclose(b["params"]["head"]["kernel"], 0)
 
 
@@ -60,3 +64,96 @@ def test_lr_mults_and_frozen_against_a_hand_computed_sgd_step():
   np.testing.assert_allclose(updates["b"]["w"], -0.3 * np.array([1, 2]), rtol=1e-6)
   np.testing.assert_array_equal(updates["c"]["w"], [0, 0])
   np.testing.assert_allclose(updates["d"]["w"], [-0.1], rtol=1e-6)
+
+
+# --- Frozen layers: batch norm in inference mode, no gradients computed -------------------------------------------
+
+def _tiny_state(norm="batch", frozen="", seed=0):
+  from cnnjax import models
+  from cnnjax.train import state as state_lib
+  c = tiny_config(optimizer="sgd", momentum=0.9, weight_decay=1e-3, frozen=frozen, **{"model.norm": norm})
+  model = models.create("resnet20", num_classes=5, stage_sizes=(1, 1, 1), width=0.5, norm=norm)
+  tx, schedule = optim.build(c, 10, 100)
+  state = state_lib.create(jax.random.PRNGKey(seed), model, tx, (8, 8, 1))
+  rng = np.random.default_rng(seed)
+  batch = {"image": jnp.asarray(rng.normal(size=(16, 8, 8, 1)), jnp.float32),
+           "label": jnp.asarray(rng.integers(0, 5, 16), jnp.int32)}
+  return model, tx, schedule, state, batch
+
+
+def test_a_frozen_batch_norm_uses_its_running_statistics_in_training():
+  """Inside frozen_statistics, a training-mode BatchNorm whose scale and bias match equals numpy's normalisation
+  with the running statistics and keeps them; one that does not match (or matches only its scale) uses the
+  batch's statistics (numpy, float64) and updates them."""
+  from cnnjax import layers
+
+  class Net(flax.linen.Module):
+    @flax.linen.compact
+    def __call__(self, x):
+      return layers.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5, name="bn")(x)
+
+  rng = np.random.default_rng(0)
+  x = rng.normal(2.0, 3.0, size=(6, 3, 3, 4)).astype(np.float32)
+  v = {"params": {"bn": {"scale": rng.uniform(0.5, 2, 4).astype(np.float32),
+                         "bias": rng.normal(size=4).astype(np.float32)}},
+       "batch_stats": {"bn": {"mean": rng.normal(size=4).astype(np.float32),
+                              "var": rng.uniform(0.5, 4, 4).astype(np.float32)}}}
+  p, s = {k: np.float64(a) for k, a in v["params"]["bn"].items()}, {k: np.float64(a) for k, a in v["batch_stats"]["bn"].items()}
+  running = (x - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["scale"] + p["bias"]
+  batch_mean, batch_var = x.mean((0, 1, 2), dtype=np.float64), x.var((0, 1, 2), dtype=np.float64)
+  in_batch = (x - batch_mean) / np.sqrt(batch_var + 1e-5) * p["scale"] + p["bias"]
+
+  def apply(pattern):
+    with layers.frozen_statistics(pattern):
+      return Net().apply(v, x, mutable=["batch_stats"])
+
+  y, new = apply("^bn/")
+  np.testing.assert_allclose(y, running, rtol=1e-5, atol=1e-5)
+  jax.tree.map(np.testing.assert_array_equal, new["batch_stats"], v["batch_stats"])
+  for pattern in ("", "^head/", "bn/scale"):
+    y, new = apply(pattern)
+    np.testing.assert_allclose(y, in_batch, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(new["batch_stats"]["bn"]["mean"], 0.9 * s["mean"] + 0.1 * batch_mean, rtol=1e-5)
+
+
+def _count(jaxpr, name):
+  """How many equations named `name` a jaxpr holds, inside nested jaxprs (jit, custom_vjp, scan) too."""
+  n = 0
+  for eqn in jaxpr.eqns:
+    n += eqn.primitive.name == name
+    for sub in jax.core.jaxprs_in_params(eqn.params):
+      n += _count(sub, name)
+  return n
+
+
+def test_no_gradient_is_computed_below_the_trainable_head():
+  """A train step with everything but the head frozen runs only the forward convolutions (backward convolutions
+  would be the kernels' and inputs' gradients); with nothing frozen it runs more."""
+  model, tx, schedule, state, batch = _tiny_state(frozen="^(?!head/)")
+  forward = _count(jax.make_jaxpr(lambda s, x: model.apply({"params": s.params, "batch_stats": s.batch_stats}, x,
+                                                           train=False))(state, batch["image"]).jaxpr,
+                   "conv_general_dilated")
+  assert forward == 7  # stem + 3 blocks of 2 (option A shortcuts have no convolution)
+  frozen_step = steps.make_train_step(model, tx, schedule, frozen="^(?!head/)")
+  assert _count(jax.make_jaxpr(frozen_step)(state, batch).jaxpr, "conv_general_dilated") == forward
+  all_grads = steps.make_train_step(model, tx, schedule)  # the optimizer alone zeroes the frozen updates
+  assert _count(jax.make_jaxpr(all_grads)(state, batch).jaxpr, "conv_general_dilated") > 2 * forward
+
+
+def test_gradients_of_the_trainable_part_equal_the_full_gradient_path():
+  """Without batch norm (whose frozen layers differ by design), three steps with the gradient taken only for the
+  trainable parameters equal three steps taking all gradients and zeroing the frozen updates in the optimizer;
+  the frozen parameters stay bit-identical."""
+  frozen = "^(stem|stage1)"
+  model, tx, schedule, state, batch = _tiny_state(norm="none", frozen=frozen)
+  partial_step = jax.jit(steps.make_train_step(model, tx, schedule, frozen=frozen))
+  full_step = jax.jit(steps.make_train_step(model, tx, schedule))
+  a = b = state
+  for _ in range(3):
+    a, ma = partial_step(a, batch)
+    b, mb = full_step(b, batch)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a.params, b.params)
+  np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-6)
+  for k in ("stem_conv", "stage1_block1"):
+    jax.tree.map(np.testing.assert_array_equal, a.params[k], state.params[k])
+  assert not np.allclose(a.params["stage2_block1"]["Conv_0"]["kernel"], state.params["stage2_block1"]["Conv_0"]["kernel"])

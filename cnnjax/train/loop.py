@@ -283,7 +283,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     raise
   train_step = jax.jit(steps.make_train_step(model, tx, schedule, label_smoothing=config.label_smoothing,
                                              aux_loss_weight=config.aux_loss_weight,
-                                             grad_accum_steps=config.grad_accum_steps),
+                                             grad_accum_steps=config.grad_accum_steps, frozen=config.frozen),
                        in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(state_sharding, batch_sharding),

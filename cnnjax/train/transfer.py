@@ -9,8 +9,11 @@
   missing, unexpected or reshaped leaf not covered by `dont_load` fails, listing them.
 - `init.load_batch_stats`: also take the running statistics of batch norm.
 - `frozen`: a regex; matching parameters get no update, no weight decay and no optimizer state (optax's
-  `set_to_zero` in a `multi_transform`). Unlike PyTorch's `requires_grad=False` nothing else changes: their batch-
-  norm layers still normalise with batch statistics in training and update their running averages.
+  `set_to_zero` in a `multi_transform`), and no gradient is computed for them (the train step differentiates
+  only the other parameters, so XLA drops the backward pass below the lowest trainable layer). A batch norm
+  whose scale and bias are both frozen runs as in evaluation, also in training: it normalises with its running
+  statistics and keeps them bit for bit. This differs from PyTorch's `requires_grad=False`, which leaves the
+  layer in train mode (batch statistics, running averages updated) unless the module is put in `eval()`.
 - `lr_mults`: ((regex, multiplier), ...): the updates of matching parameters are scaled (first match wins).
 """
 import logging
@@ -70,6 +73,19 @@ def apply_init(state, init_vars: Dict[str, Any], dont_load: Sequence[str], load_
     return flax.serialization.from_state_dict(tree, flax.traverse_util.unflatten_dict(new, sep="/"))
   state = state.replace(**{k: take(k, getattr(state, k)) for k in kinds})
   return state, len(loaded)
+
+
+def partition(params, frozen: str):
+  """(trainable, frozen): two flat {'/'-joined path: array} dicts of `params`, split by the regex `frozen`."""
+  pattern = re.compile(frozen) if frozen else None
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  is_frozen = lambda p: pattern is not None and pattern.search(p) is not None
+  return ({p: v for p, v in flat.items() if not is_frozen(p)}, {p: v for p, v in flat.items() if is_frozen(p)})
+
+
+def merge(trainable, fixed):
+  """The params tree of the two halves `partition` made."""
+  return flax.traverse_util.unflatten_dict({**trainable, **fixed}, sep="/")
 
 
 def frozen_labels(frozen: str):
