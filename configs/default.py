@@ -81,6 +81,9 @@ def get_config():
   c.dataset.fit = "resize"           # to image_size: 'resize', or 'pad' (centred on zeros, e.g. 28 -> 32 for LeNet-5)
   c.dataset.num_classes = -1         # -1: the data set's; otherwise must equal it (a check)
   c.dataset.classes = ()             # () all; else only these labels, train and eval (few-shot base classes)
+  c.dataset.relabel = False          # True: classes[i] becomes label i, the model gets len(classes) outputs
+  c.dataset.train_per_class = -1     # k >= 1: k training examples per class (a label budget); -1 all
+  c.dataset.subset_seed = 0          # which k (the k-shot set is part of the (k+1)-shot set)
   c.dataset.eval_name = config_dict.placeholder(str)  # evaluate on another data set (e.g. imagenet_v2)
   c.dataset.augment = "none"         # training: cnnjax.data.transforms.AUGMENTS
   c.dataset.eval_augment = "none"    # evaluation: 'none' (resize) | 'center_crop'
