@@ -43,6 +43,7 @@ def get_config():
   c.init.step = -1                   # its checkpoint step; -1 = the newest
   c.init.dont_load = ()              # regexes over 'params/...' paths that keep their fresh values (a new head)
   c.init.load_batch_stats = True
+  c.init.preprocessing = True        # a converted checkpoint: its pretrained.json's mean, std, input size, RGB
   c.frozen = ""                      # regex: parameters that get no update, weight decay or optimizer state
   c.lr_mults = ()                    # ((regex, multiplier), ...): scaled updates, first match wins
   c.label_smoothing = 0.0

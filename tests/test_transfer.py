@@ -157,3 +157,70 @@ def test_gradients_of_the_trainable_part_equal_the_full_gradient_path():
   for k in ("stem_conv", "stage1_block1"):
     jax.tree.map(np.testing.assert_array_equal, a.params[k], state.params[k])
   assert not np.allclose(a.params["stage2_block1"]["Conv_0"]["kernel"], state.params["stage2_block1"]["Conv_0"]["kernel"])
+
+
+# --- The preprocessing of a converted (pretrained.json) checkpoint ---------------------------------------------------
+
+MEAN, STD = (0.1, 0.2, 0.3), (0.5, 0.6, 0.7)
+
+
+def _converted(tmp_path, mean=MEAN, std=STD, transform_input=False, input_size=8):
+  """A directory as `python -m cnnjax.pretrained` writes it, holding a tiny 3-channel ResNet for 7 classes."""
+  import os
+  from cnnjax import models, workdir
+  module = models.create("resnet20", num_classes=7, stage_sizes=(1, 1, 1), width=0.5)
+  shapes = models.init_variables(module, (8, 8, len(mean)), abstract=True)  # random values, no compiling
+  rng = np.random.default_rng(5)
+  v = jax.tree.map(lambda s: rng.normal(0, 0.3, s.shape).astype(np.float32), shapes)
+  v["batch_stats"] = jax.tree.map(lambda a: np.abs(a) + 0.5, v["batch_stats"])  # variances > 0
+  out = str(tmp_path / "converted")
+  m = checkpoint.Manager(os.path.join(out, "checkpoints"), max_to_keep=1, async_save=False)
+  m.save(0, {"params": v["params"], "batch_stats": v["batch_stats"]})
+  m.wait()
+  m.close()
+  workdir.write_json(workdir.path(out) / "pretrained.json", {
+      "model": "resnet20", "options": {}, "num_classes": 7, "preprocessing": {
+          "mean": list(mean), "std": list(std), "input_size": input_size, "resize_size": input_size,
+          "interpolation": "bilinear", "transform_input": transform_input}})
+  return out, v
+
+
+def test_a_converted_init_normalises_grey_digits_as_its_weights_expect(tmp_path):
+  """The pipeline's images are numpy's (grey replicated to RGB, then the pretrained mean and std per channel);
+  the run records it, trains from the 3-channel weights, and --mode=eval evaluates it the same way."""
+  from cnnjax import data, workdir
+  from cnnjax.train import transfer
+  out, v = _converted(tmp_path)
+  c = tiny_config(num_train_steps=2, frozen="^stem", **{"init.checkpoint": out, "init.dont_load": ("head",)})
+  source, info = data.get_source(c.dataset, "test")
+  info3, applied = transfer.pretrained_preprocessing(c, info)
+  assert info3.image_shape == (8, 8, 3) and applied["grey_to_rgb"] and applied["mean"] == pytest.approx(MEAN)
+  batch = next(iter(data.eval_dataset(c, source, info3)))
+  grey = np.stack([source[i]["image"] for i in range(len(batch["image"]))]).astype(np.float64) / 255
+  want = (np.repeat(grey, 3, axis=-1) - np.array(MEAN)) / np.array(STD)
+  np.testing.assert_allclose(batch["image"], want, rtol=1e-6, atol=1e-6)
+
+  final = loop.run(c, str(tmp_path / "run"))
+  assert workdir.read_json(workdir.path(tmp_path / "run") / "preprocessing.json") == applied
+  state, _ = checkpoint.load_numpy(str(tmp_path / "run"))
+  np.testing.assert_array_equal(state["params"]["stem_conv"]["kernel"], v["params"]["stem_conv"]["kernel"])
+  assert loop.evaluate_checkpoint(c, str(tmp_path / "run"))["top1"] == final["eval"]["top1"]
+
+
+def test_transform_input_and_mismatches(tmp_path):
+  from cnnjax import data
+  from cnnjax.train import transfer
+  out, _ = _converted(tmp_path, transform_input=True)
+  c = tiny_config(**{"init.checkpoint": out})
+  _, applied = transfer.pretrained_preprocessing(c, data.get_info(c.dataset))
+  assert applied["mean"] == applied["std"] == [0.5, 0.5, 0.5]  # torchvision's GoogLeNet transform_input
+  with pytest.raises(ConfigError, match=r"image_size=16 but the weights of .* expect 8 .*set "
+                                        r"dataset.image_size=8, or init.preprocessing=False"):
+    transfer.pretrained_preprocessing(tiny_config(**{"init.checkpoint": out, "dataset.image_size": 16}),
+                                      data.get_info(c.dataset))
+  grey, _ = _converted(tmp_path / "grey", mean=(0.5,), std=(0.25,))
+  c = tiny_config(**{"init.checkpoint": grey, **SYNTH5, "dataset.synthetic.image_shape": (8, 8, 3)})
+  with pytest.raises(ConfigError, match=r"expects 1-channel images; 'synthetic' gives 3-channel inputs"):
+    transfer.pretrained_preprocessing(c, data.get_info(c.dataset))
+  c.init.preprocessing = False
+  assert transfer.pretrained_preprocessing(c, data.get_info(c.dataset))[1] is None

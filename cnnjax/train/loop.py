@@ -217,11 +217,13 @@ def _restore_or_init(config, workdir, ckpt, create, state_sharding):
 
 
 def _data(config, workdir, pk):
-  """(train source, eval batches, model-selection batches or None, DatasetInfo, text vocabulary or None)."""
+  """(train source, eval batches, model-selection batches or None, DatasetInfo, text vocabulary or None, the
+  preprocessing of a pretrained init or None)."""
   vocab = None
   if config.dataset.name in data.sources.TEXT_NAMES:  # the vocabulary the run started with, else the train split's
     vocab = text.load_vocab(workdir) or text.vocab_of(config.dataset, config.dataset.name)
   train_src, info = data.get_source(config.dataset, config.dataset.train_split, vocab=vocab)
+  info, prep = transfer.pretrained_preprocessing(config, info)
   eval_src, _ = data.eval_source(config.dataset, vocab=vocab)  # dataset.eval_name may name another data set
   dev_ds = None
   if config.early_stopping.split:
@@ -233,7 +235,7 @@ def _data(config, workdir, pk):
   if len(train_src) < config.batch_size:
     raise ConfigError(f"config.batch_size={config.batch_size} is larger than the {len(train_src)} training "
                       f"examples of {config.dataset.name}")
-  return train_src, data.eval_dataset(config, eval_src, info, **pk), dev_ds, info, vocab
+  return train_src, data.eval_dataset(config, eval_src, info, **pk), dev_ds, info, vocab, prep
 
 
 def setup(config, workdir, *, restart: bool = False, allow_config_change: bool = False) -> Run:
@@ -245,7 +247,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   is_chief = jax.process_index() == 0
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
 
-  train_src, eval_ds, dev_ds, info, vocab = _data(config, workdir, pk)
+  train_src, eval_ds, dev_ds, info, vocab, prep = _data(config, workdir, pk)
   steps_per_epoch = len(train_src) // config.batch_size
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
   model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
@@ -271,6 +273,9 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     if is_chief:
       workdir_lib.write_json(workdir / workdir_lib.CONFIG, json.loads(config.to_json_best_effort()))
       workdir_lib.write_json(workdir / "conv_impls.json", conv_impls)  # what each layer ran (config: asked)
+      if prep is not None:  # how the images were normalised for the pretrained init
+        workdir_lib.write_json(workdir / "preprocessing.json", prep)
+        log.info("preprocessing of %s: %s", config.init.checkpoint, prep)
       if vocab is not None:
         text.save_vocab(vocab, workdir)
       if info.class_names:  # what each label means, for data sets that name their classes (image folders)
@@ -454,6 +459,7 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
     config.dataset.eval_split = split or config.dataset.eval_split
   vocab = text.load_vocab(workdir) if config.dataset.name in data.sources.TEXT_NAMES else None
   eval_src, info = data.eval_source(config.dataset, vocab=vocab)
+  info, _ = transfer.pretrained_preprocessing(config, info)
   model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
                         **config_lib.model_options(config))
   input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])

@@ -15,7 +15,12 @@
   statistics and keeps them bit for bit. This differs from PyTorch's `requires_grad=False`, which leaves the
   layer in train mode (batch statistics, running averages updated) unless the module is put in `eval()`.
 - `lr_mults`: ((regex, multiplier), ...): the updates of matching parameters are scaled (first match wins).
+- `init.preprocessing`: with a converted directory, the images are normalised as its weights expect (the mean
+  and std of its pretrained.json, GoogLeNet's `transform_input` folded in), grey images are replicated to its
+  three channels, and `dataset.image_size` must be its input size; the run writes what it applied to
+  preprocessing.json in its workdir.
 """
+import dataclasses
 import logging
 import re
 from typing import Any, Dict, Sequence, Tuple
@@ -48,6 +53,36 @@ def load_init(directory: str, step: int = -1) -> Dict[str, Any]:
     return pretrained.load(directory)[2]
   state, _ = checkpoint.load_numpy(directory, None if step < 0 else step)
   return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
+
+
+def pretrained_preprocessing(config, info):
+  """(info, applied): `info` with the normalisation and channel count of `init.checkpoint`'s pretrained.json
+  when it is a converted directory and `init.preprocessing` is on, with a record of what was applied; else
+  (info, None)."""
+  i = config.init
+  meta = workdir_lib.read_json(workdir_lib.path(i.checkpoint) / "pretrained.json") if i.checkpoint else None
+  if meta is None or not i.preprocessing:
+    return info, None
+  from cnnjax import pretrained
+  prep = meta["preprocessing"]
+  mean, std = pretrained.normalization(prep)
+  channels, want = info.image_shape[-1], len(mean)
+  if info.input_shape is not None or channels not in (1, want):
+    raise ConfigError(f"config.init.checkpoint={i.checkpoint!r} expects {want}-channel images; "
+                      f"{config.dataset.name!r} gives {info.input_shape or channels}-channel inputs")
+  if config.dataset.image_size != prep["input_size"]:
+    raise ConfigError(f"config.dataset.image_size={config.dataset.image_size} but the weights of "
+                      f"config.init.checkpoint={i.checkpoint!r} expect {prep['input_size']} (its pretrained.json): "
+                      f"set dataset.image_size={prep['input_size']}, or init.preprocessing=False to keep the data "
+                      f"set's own normalisation and size")
+  applied = {"from": str(i.checkpoint), "mean": mean.tolist(), "std": std.tolist(),
+             "input_size": prep["input_size"], "transform_input": bool(prep.get("transform_input")),
+             "grey_to_rgb": channels == 1 and want == 3}
+  if applied["grey_to_rgb"]:
+    log.warning("%s is grey and the weights of %s expect RGB: each image's channel is replicated 3 times",
+                config.dataset.name, i.checkpoint)
+  shape = (*info.image_shape[:2], want)
+  return dataclasses.replace(info, image_shape=shape, mean=tuple(applied["mean"]), std=tuple(applied["std"])), applied
 
 
 def apply_init(state, init_vars: Dict[str, Any], dont_load: Sequence[str], load_batch_stats: bool):
