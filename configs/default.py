@@ -46,6 +46,14 @@ def get_config():
   c.init.preprocessing = True        # a converted checkpoint: its pretrained.json's mean, std, input size, RGB
   c.frozen = ""                      # regex: parameters that get no update, weight decay or optimizer state
   c.lr_mults = ()                    # ((regex, multiplier), ...): scaled updates, first match wins
+  # Linear probe (cnnjax/train/probe.py): fit the head on the frozen features of the training set by L-BFGS
+  # (multinomial logistic regression) instead of training; the run then takes no step (num_epochs is unused).
+  c.linear_probe = ml_collections.ConfigDict()
+  c.linear_probe.enabled = False
+  c.linear_probe.head = "head"       # the top-level Dense layer whose input are the features
+  c.linear_probe.l2 = 1e-4           # mean cross-entropy + l2/2 ||kernel||^2: scikit-learn's C = 1 / (l2 n)
+  c.linear_probe.max_iters = 1000    # L-BFGS iterations at most
+  c.linear_probe.tol = 1e-5          # ... stopping once the gradient's l2 norm is below
   c.label_smoothing = 0.0
   c.aux_loss_weight = 0.3            # GoogLeNet's auxiliary classifiers (Szegedy et al. 2015, Sec. 5)
   c.dtype = "float32"                # compute dtype: 'float32' | 'bfloat16'; parameters stay float32

@@ -224,3 +224,48 @@ def test_transform_input_and_mismatches(tmp_path):
     transfer.pretrained_preprocessing(c, data.get_info(c.dataset))
   c.init.preprocessing = False
   assert transfer.pretrained_preprocessing(c, data.get_info(c.dataset))[1] is None
+
+
+# --- Linear probe ---------------------------------------------------------------------------------------------------
+
+def test_linear_probe_equals_scikit_learn_on_the_backbone_features(tmp_path, source_run):
+  """The probe's head equals scikit-learn's LogisticRegression (C = 1 / (l2 n)) on the head's inputs, computed
+  here from the last block's captured output (global average pooled) on images normalised by numpy; the backbone
+  stays bit-identical; the final eval and --mode=eval score the fitted head."""
+  from sklearn.linear_model import LogisticRegression
+  from cnnjax import data, models
+  src, a = source_run
+  l2 = 0.01
+  c = tiny_config(**{"init.checkpoint": src, "init.dont_load": ("head",), "linear_probe.enabled": True,
+                     "linear_probe.l2": l2, "linear_probe.tol": 1e-6, "dataset.classes": (5, 6, 7, 8, 9),
+                     "dataset.relabel": True, "dataset.train_per_class": 20})
+  final = loop.run(c, str(tmp_path))
+  b, step = checkpoint.load_numpy(str(tmp_path))
+  assert step == 0
+  for k in a["params"]:
+    if k != "head":
+      jax.tree.map(np.testing.assert_array_equal, b["params"][k], a["params"][k])
+  jax.tree.map(np.testing.assert_array_equal, b["batch_stats"], a["batch_stats"])
+
+  module = models.create("resnet20", num_classes=5, stage_sizes=(1, 1, 1), width=0.5)
+  info = data.get_info(c.dataset)
+
+  def features(split):
+    source, _ = data.get_source(c.dataset, split)
+    x = np.stack([source[i]["image"] for i in range(len(source))]) / 255.0
+    x = ((x - np.array(info.mean)) / np.array(info.std)).astype(np.float32)
+    _, inter = module.apply({"params": b["params"], "batch_stats": b["batch_stats"]}, x, train=False, capture_intermediates=True, mutable=["intermediates"])
+    return (np.asarray(inter["intermediates"]["stage3_block1"]["__call__"][0]).mean(axis=(1, 2)),
+            np.array([source[i]["label"] for i in range(len(source))]))
+
+  x, y = features("train")
+  ref = LogisticRegression(C=1 / (l2 * len(y)), tol=1e-10, max_iter=10_000).fit(x.astype(np.float64), y)
+  head = b["params"]["head"]
+  scale = np.abs(ref.coef_).max()
+  np.testing.assert_allclose(head["kernel"], ref.coef_.T, atol=1e-4 * scale)
+  np.testing.assert_allclose(head["bias"] - head["bias"].mean(), ref.intercept_ - ref.intercept_.mean(),
+                             atol=1e-4 * scale)
+  xe, ye = features("test")
+  assert final["eval"]["count"] == len(ye)
+  assert final["eval"]["top1"] == pytest.approx(np.mean(ref.predict(xe) == ye), abs=1 / len(ye))
+  assert loop.evaluate_checkpoint(c, str(tmp_path))["top1"] == final["eval"]["top1"]

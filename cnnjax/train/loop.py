@@ -27,7 +27,7 @@ from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
-from cnnjax.train import optim, state as state_lib, steps, transfer
+from cnnjax.train import optim, probe, state as state_lib, steps, transfer
 
 log = logging.getLogger("cnnjax")
 
@@ -196,9 +196,10 @@ def _template(create, state_sharding):
                       jax.eval_shape(create, jax.random.PRNGKey(0)), state_sharding)
 
 
-def _restore_or_init(config, workdir, ckpt, create, state_sharding):
-  """The run's own newest restorable checkpoint, else a fresh state. A workdir whose checkpoints all fail to
-  restore never starts again from step 0 silently."""
+def _restore_or_init(config, workdir, ckpt, create, state_sharding, probe=None):
+  """The run's own newest restorable checkpoint, else a fresh state (with `init.checkpoint`, then `probe`, a
+  function of the state fitting the linear probe, whose result is saved at step 0 so it is done once). A
+  workdir whose checkpoints all fail to restore never starts again from step 0 silently."""
   restored, start_step = ckpt.restore(_template(create, state_sharding))
   if restored is not None:
     return restored, start_step
@@ -213,6 +214,10 @@ def _restore_or_init(config, workdir, ckpt, create, state_sharding):
                                    i.load_batch_stats)
     state = jax.device_put(state, state_sharding)
     log.info("initialised %d leaves from %s (not loaded: %s)", n, i.checkpoint, list(i.dont_load) or "none")
+  if probe is not None:
+    state = jax.device_put(probe(state), state_sharding)
+    ckpt.save(0, state)
+    ckpt.wait()
   return state, 0
 
 
@@ -250,6 +255,8 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   train_src, eval_ds, dev_ds, info, vocab, prep = _data(config, workdir, pk)
   steps_per_epoch = len(train_src) // config.batch_size
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
+  if config.linear_probe.enabled:  # the head is fitted at initialisation; no training step (probe.py)
+    total_steps = 0
   model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
                         **config_lib.model_options(config))
   input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
@@ -266,7 +273,8 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
                                               config.parallel.shard_params, config.parallel.shard_min_size)
     log.info("%s", parallel.describe(state_sharding))
     ckpt = checkpoint.Manager(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
-    state, start_step = _restore_or_init(config, workdir, ckpt, create, state_sharding)
+    fit_probe = (lambda s: probe.fit(config, s, model, train_src, info)) if config.linear_probe.enabled else None
+    state, start_step = _restore_or_init(config, workdir, ckpt, create, state_sharding, fit_probe)
     log.info("model %s: %d parameters; %d steps (%d per epoch) on %d devices in %d processes; starting at "
              "step %d", config.model.name, sum(x.size for x in jax.tree.leaves(state.params)), total_steps,
              steps_per_epoch, jax.device_count(), jax.process_count(), start_step)
