@@ -1,4 +1,7 @@
-"""Transfer: init from another run (dont_load, a new head), frozen parameters, learning-rate multipliers."""
+"""Transfer: init from another run (dont_load, a new head), frozen parameters and batch norms, learning-rate
+multipliers, the preprocessing of converted weights, the linear probe, configs/transfer.py."""
+import re
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -269,3 +272,29 @@ def test_linear_probe_equals_scikit_learn_on_the_backbone_features(tmp_path, sou
   assert final["eval"]["count"] == len(ye)
   assert final["eval"]["top1"] == pytest.approx(np.mean(ref.predict(xe) == ye), abs=1 / len(ye))
   assert loop.evaluate_checkpoint(c, str(tmp_path))["top1"] == final["eval"]["top1"]
+
+
+@pytest.mark.parametrize("preset", ["fashion_frozen", "digits_probe", "digits_scratch"])
+def test_transfer_presets_build_and_their_regexes_name_real_parameters(preset):
+  """configs/transfer.py: the presets validate; dont_load keeps exactly the head fresh; `frozen` matches the stem
+  and the first two stages of ResNet-20 and nothing after (checked on its real parameter names)."""
+  from cnnjax import config as config_lib, data, models
+  from cnnjax.train import transfer
+  c = config_lib.load_file(f"configs/transfer.py:{preset}")
+  config_lib.validate(c)
+  info = data.get_info(c.dataset)
+  assert info.num_classes == (5 if preset.startswith("fashion") else 10)
+  model = models.create(c.model.name, num_classes=info.num_classes, **config_lib.model_options(c))
+  params = models.init_variables(model, (28, 28, 1), abstract=True)["params"]
+  train, frozen = transfer.partition(params, c.frozen)
+  if preset == "fashion_frozen":
+    assert sorted({p.split("/")[0] for p in frozen}) == ["stage1_block1", "stage1_block2", "stage1_block3",
+                                                         "stage2_block1", "stage2_block2", "stage2_block3",
+                                                         "stem_conv", "stem_norm"]
+    assert sorted({p.split("/")[0] for p in train}) == ["head", "stage3_block1", "stage3_block2", "stage3_block3"]
+  else:
+    assert not frozen
+  paths = sorted(flax.traverse_util.flatten_dict(params, sep="/"))
+  assert [p for p in paths if any(re.search(r, f"params/{p}") for r in c.init.dont_load)] == ["head/bias",
+                                                                                             "head/kernel"]
+  assert bool(c.init.checkpoint) == (preset != "digits_scratch")  # scratch loads nothing
