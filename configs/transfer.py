@@ -26,9 +26,9 @@ METHODS = ("scratch", "probe", "finetune", "frozen")
 PRESETS = tuple(f"{t}_{m}" for t in TARGETS for m in METHODS)
 FEW_SHOT_STEPS, ALL_STEPS = 50, 100
 # (train_per_class, subset_seed, batch_size, num_train_steps): the batch is at most the k-shot training set.
-# In the order the sweep runs them: two subsets of each budget, all labels, then a third subset.
+# In the order the sweep runs them: one subset of each budget, all labels, then a second and a third subset.
 _few = lambda seed: tuple((k, seed, b, FEW_SHOT_STEPS) for k, b in ((1, 5), (5, 25), (10, 50)))
-BUDGETS = _few(0) + _few(1) + ((-1, 0, 128, ALL_STEPS),) + _few(2)
+BUDGETS = _few(0) + ((-1, 0, 128, ALL_STEPS),) + _few(1) + _few(2)
 
 
 def get_config(preset: str = "fashion_finetune"):
