@@ -101,7 +101,8 @@ def test_a_frozen_batch_norm_uses_its_running_statistics_in_training():
                          "bias": rng.normal(size=4).astype(np.float32)}},
        "batch_stats": {"bn": {"mean": rng.normal(size=4).astype(np.float32),
                               "var": rng.uniform(0.5, 4, 4).astype(np.float32)}}}
-  p, s = {k: np.float64(a) for k, a in v["params"]["bn"].items()}, {k: np.float64(a) for k, a in v["batch_stats"]["bn"].items()}
+  p = {k: np.float64(a) for k, a in v["params"]["bn"].items()}
+  s = {k: np.float64(a) for k, a in v["batch_stats"]["bn"].items()}
   running = (x - s["mean"]) / np.sqrt(s["var"] + 1e-5) * p["scale"] + p["bias"]
   batch_mean, batch_var = x.mean((0, 1, 2), dtype=np.float64), x.var((0, 1, 2), dtype=np.float64)
   in_batch = (x - batch_mean) / np.sqrt(batch_var + 1e-5) * p["scale"] + p["bias"]
@@ -159,7 +160,8 @@ def test_gradients_of_the_trainable_part_equal_the_full_gradient_path():
   np.testing.assert_allclose(ma["loss"], mb["loss"], rtol=1e-6)
   for k in ("stem_conv", "stage1_block1"):
     jax.tree.map(np.testing.assert_array_equal, a.params[k], state.params[k])
-  assert not np.allclose(a.params["stage2_block1"]["Conv_0"]["kernel"], state.params["stage2_block1"]["Conv_0"]["kernel"])
+  trained = lambda s: s.params["stage2_block1"]["Conv_0"]["kernel"]
+  assert not np.allclose(trained(a), trained(state))
 
 
 # --- The preprocessing of a converted (pretrained.json) checkpoint ---------------------------------------------------
@@ -257,7 +259,8 @@ def test_linear_probe_equals_scikit_learn_on_the_backbone_features(tmp_path, sou
     source, _ = data.get_source(c.dataset, split)
     x = np.stack([source[i]["image"] for i in range(len(source))]) / 255.0
     x = ((x - np.array(info.mean)) / np.array(info.std)).astype(np.float32)
-    _, inter = module.apply({"params": b["params"], "batch_stats": b["batch_stats"]}, x, train=False, capture_intermediates=True, mutable=["intermediates"])
+    _, inter = module.apply({"params": b["params"], "batch_stats": b["batch_stats"]}, x, train=False,
+                            capture_intermediates=True, mutable=["intermediates"])
     return (np.asarray(inter["intermediates"]["stage3_block1"]["__call__"][0]).mean(axis=(1, 2)),
             np.array([source[i]["label"] for i in range(len(source))]))
 

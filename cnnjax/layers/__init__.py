@@ -7,6 +7,6 @@ from cnnjax.layers.modules import LRN, AvgPool, Conv, MaxPool
 from cnnjax.layers.norm import local_response_norm
 from cnnjax.layers.pool import avg_pool, global_avg_pool, global_max_pool, lp_pool, max_pool
 
-__all__ = ["BatchNorm", "batch_norm_train", "frozen_statistics", "IMPLS", "conv_general_dilated", "convolve", "resolve_impl",
-           "record_conv_impls", "describe_conv_impls", "logs_conv_impls", "Conv", "MaxPool", "AvgPool", "LRN",
-           "local_response_norm", "max_pool", "avg_pool", "lp_pool", "global_avg_pool", "global_max_pool"]
+__all__ = ["BatchNorm", "batch_norm_train", "frozen_statistics", "IMPLS", "conv_general_dilated", "convolve",
+           "resolve_impl", "record_conv_impls", "describe_conv_impls", "logs_conv_impls", "Conv", "MaxPool",
+           "AvgPool", "LRN", "local_response_norm", "max_pool", "avg_pool", "lp_pool", "global_avg_pool", "global_max_pool"]
