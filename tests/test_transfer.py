@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from cnnjax import checkpoint
+from cnnjax import checkpoint, layers
 from cnnjax.errors import ConfigError
 from cnnjax.train import loop, optim, steps
 from tests.conftest import assert_resume_is_exact, tiny_config
@@ -88,8 +88,6 @@ def test_a_frozen_batch_norm_uses_its_running_statistics_in_training():
   """Inside frozen_statistics, a training-mode BatchNorm whose scale and bias match equals numpy's normalisation
   with the running statistics and keeps them; one that does not match (or matches only its scale) uses the
   batch's statistics (numpy, float64) and updates them."""
-  from cnnjax import layers
-
   class Net(flax.linen.Module):
     @flax.linen.compact
     def __call__(self, x):
@@ -131,13 +129,18 @@ def _count(jaxpr, name):
 
 
 def test_no_gradient_is_computed_below_the_trainable_head():
-  """A train step with everything but the head frozen runs only the forward convolutions (backward convolutions
+  """A frozen backbone's training-mode logits are its evaluation-mode logits.
+  A train step with everything but the head frozen runs only the forward convolutions (backward convolutions
   would be the kernels' and inputs' gradients); with nothing frozen it runs more."""
   model, tx, schedule, state, batch = _tiny_state(frozen="^(?!head/)")
   forward = _count(jax.make_jaxpr(lambda s, x: model.apply({"params": s.params, "batch_stats": s.batch_stats}, x,
                                                            train=False))(state, batch["image"]).jaxpr,
                    "conv_general_dilated")
   assert forward == 7  # stem + 3 blocks of 2 (option A shortcuts have no convolution)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  with layers.frozen_statistics("^(?!head/)"):  # a frozen backbone computes in training what it does in eval
+    train_logits, _ = model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+  np.testing.assert_array_equal(train_logits, model.apply(variables, batch["image"], train=False))
   frozen_step = steps.make_train_step(model, tx, schedule, frozen="^(?!head/)")
   assert _count(jax.make_jaxpr(frozen_step)(state, batch).jaxpr, "conv_general_dilated") == forward
   all_grads = steps.make_train_step(model, tx, schedule)  # the optimizer alone zeroes the frozen updates
