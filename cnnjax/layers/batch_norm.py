@@ -15,7 +15,7 @@ cnnjax/train/transfer.py).
 import contextlib
 import functools
 import re
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Optional
 
 import flax.linen as nn
 import jax
@@ -60,7 +60,7 @@ def _backward(epsilon, res, cts):
 batch_norm_train.defvjp(_forward, _backward)
 
 
-_FROZEN: List[re.Pattern] = []   # the patterns of the active frozen_statistics() blocks
+_FROZEN: List[Optional[re.Pattern]] = []   # the patterns of the active frozen_statistics() blocks
 
 
 @contextlib.contextmanager

@@ -196,9 +196,9 @@ def _template(create, state_sharding):
                       jax.eval_shape(create, jax.random.PRNGKey(0)), state_sharding)
 
 
-def _restore_or_init(config, workdir, ckpt, create, state_sharding, probe=None):
-  """The run's own newest restorable checkpoint, else a fresh state (with `init.checkpoint`, then `probe`, a
-  function of the state fitting the linear probe, whose result is saved at step 0 so it is done once). A
+def _restore_or_init(config, workdir, ckpt, create, state_sharding, fit_probe=None):
+  """The run's own newest restorable checkpoint, else a fresh state (with `init.checkpoint`, then `fit_probe`,
+  a function of the state fitting the linear probe, whose result is saved at step 0 so it is done once). A
   workdir whose checkpoints all fail to restore never starts again from step 0 silently."""
   restored, start_step = ckpt.restore(_template(create, state_sharding))
   if restored is not None:
@@ -214,8 +214,8 @@ def _restore_or_init(config, workdir, ckpt, create, state_sharding, probe=None):
                                    i.load_batch_stats)
     state = jax.device_put(state, state_sharding)
     log.info("initialised %d leaves from %s (not loaded: %s)", n, i.checkpoint, list(i.dont_load) or "none")
-  if probe is not None:
-    state = jax.device_put(probe(state), state_sharding)
+  if fit_probe is not None:
+    state = jax.device_put(fit_probe(state), state_sharding)
     ckpt.save(0, state)
     ckpt.wait()
   return state, 0
