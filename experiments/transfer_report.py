@@ -1,6 +1,6 @@
 """Table and figure of the transfer experiment (configs/transfer.py) from its runs' final_metrics.json.
 
-  python -m experiments.transfer_report --runs /work/runs/transfer --out docs/transfer
+  python -m experiments.transfer_report --runs /work/runs/transfer --out docs/transfer_results
 
 Reads <runs>/<target>_<method>/<run>/final_metrics.json and config.json, averages the test top-1 over the label
 subsets (dataset.subset_seed) of each (target, method, labels per class), and writes <out>.md (a markdown table:
