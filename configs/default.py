@@ -43,8 +43,17 @@ def get_config():
   c.init.step = -1                   # its checkpoint step; -1 = the newest
   c.init.dont_load = ()              # regexes over 'params/...' paths that keep their fresh values (a new head)
   c.init.load_batch_stats = True
+  c.init.preprocessing = True        # a converted checkpoint: its pretrained.json's mean, std, input size, RGB
   c.frozen = ""                      # regex: parameters that get no update, weight decay or optimizer state
   c.lr_mults = ()                    # ((regex, multiplier), ...): scaled updates, first match wins
+  # Linear probe (cnnjax/train/probe.py): fit the head on the frozen features of the training set by L-BFGS
+  # (multinomial logistic regression) instead of training; the run then takes no step (num_epochs is unused).
+  c.linear_probe = ml_collections.ConfigDict()
+  c.linear_probe.enabled = False
+  c.linear_probe.head = "head"       # the top-level Dense layer whose input are the features
+  c.linear_probe.l2 = 1e-4           # mean cross-entropy + l2/2 ||kernel||^2: scikit-learn's C = 1 / (l2 n)
+  c.linear_probe.max_iters = 1000    # L-BFGS iterations at most
+  c.linear_probe.tol = 1e-5          # ... stopping once the gradient's l2 norm is below
   c.label_smoothing = 0.0
   c.aux_loss_weight = 0.3            # GoogLeNet's auxiliary classifiers (Szegedy et al. 2015, Sec. 5)
   c.dtype = "float32"                # compute dtype: 'float32' | 'bfloat16'; parameters stay float32
@@ -81,6 +90,9 @@ def get_config():
   c.dataset.fit = "resize"           # to image_size: 'resize', or 'pad' (centred on zeros, e.g. 28 -> 32 for LeNet-5)
   c.dataset.num_classes = -1         # -1: the data set's; otherwise must equal it (a check)
   c.dataset.classes = ()             # () all; else only these labels, train and eval (few-shot base classes)
+  c.dataset.relabel = False          # True: classes[i] becomes label i, the model gets len(classes) outputs
+  c.dataset.train_per_class = -1     # k >= 1: k training examples per class (a label budget); -1 all
+  c.dataset.subset_seed = 0          # which k (the k-shot set is part of the (k+1)-shot set)
   c.dataset.eval_name = config_dict.placeholder(str)  # evaluate on another data set (e.g. imagenet_v2)
   c.dataset.augment = "none"         # training: cnnjax.data.transforms.AUGMENTS
   c.dataset.eval_augment = "none"    # evaluation: 'none' (resize) | 'center_crop'

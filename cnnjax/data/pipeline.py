@@ -59,7 +59,8 @@ def preprocess(d, info, augment: str) -> Preprocess:
   return Preprocess(d.image_size, info.mean, info.std, augment=augment, pad=d.get("pad", 4),
                     area_range=tuple(d.get("crop_area_range", (0.08, 1.0))),
                     aspect_range=tuple(d.get("crop_aspect_range", (3 / 4, 4 / 3))),
-                    crop_fraction=d.get("eval_crop_fraction", 0.875), fit=d.get("fit", "resize"))
+                    crop_fraction=d.get("eval_crop_fraction", 0.875), fit=d.get("fit", "resize"),
+                    channels=info.image_shape[-1])
 
 
 def _mark_flags_parsed() -> None:

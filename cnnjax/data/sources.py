@@ -410,36 +410,76 @@ def get_source(dataset_config, split: str, *, name: Optional[str] = None, vocab:
     raise ConfigError(f"unknown data set dataset.name={name!r}.{hint} Known: {known_names()}")
   source, info = DATASETS[family](dataset_config, split, name)
   source = CheckedSource(source, name, split, info.num_classes, info.image_shape[-1])
-  classes = tuple(dataset_config.get("classes") or ())
-  return (class_subset(source, classes, info.num_classes) if classes else source), info
+  return select(source, dataset_config, split, info.num_classes), _relabelled(info, dataset_config)
 
 
 class ClassSubset:
-  """The examples of `source` whose label is in a set of classes, in source order; labels are unchanged."""
+  """The examples of `source` at `indices`, in source order; labels unchanged, or mapped by `relabel`."""
 
-  def __init__(self, source, indices: np.ndarray):
-    self.source, self.indices = source, indices
+  def __init__(self, source, indices: np.ndarray, relabel: Optional[Mapping[int, int]] = None):
+    self.source, self.indices, self.relabel = source, indices, relabel
 
   def __len__(self):
     return len(self.indices)
 
   def __getitem__(self, i):
-    return self.source[int(self.indices[i])]
+    record = self.source[int(self.indices[i])]
+    return {**record, "label": self.relabel[record["label"]]} if self.relabel else record
 
   def __repr__(self):
     return f"ClassSubset({self.source!r}, n={len(self)})"
 
 
-def class_subset(source, classes, num_classes: int) -> ClassSubset:
-  """`dataset.classes`: keep only these labels (e.g. the base classes of a few-shot split). Labels keep their
-  values and the model keeps the data set's `num_classes` outputs; the other classes are never seen."""
+def _check_selection(d, num_classes: int) -> Tuple[Tuple[int, ...], int, bool]:
+  classes, k, relabel = tuple(d.get("classes") or ()), d.get("train_per_class", -1), d.get("relabel", False)
   ok = all(isinstance(c, (int, np.integer)) and 0 <= c < num_classes for c in classes)
   if not ok or len(set(classes)) != len(classes):
     raise ConfigError(f"config.dataset.classes={classes!r} is invalid: distinct ints in [0, {num_classes})")
+  if not isinstance(k, (int, np.integer)) or not (k == -1 or k >= 1):
+    raise ConfigError(f"config.dataset.train_per_class={k!r} is invalid: an int >= 1, or -1 for all")
+  if relabel and not classes:
+    raise ConfigError("config.dataset.relabel=True needs config.dataset.classes (the labels to map to 0..n-1)")
+  return classes, int(k), bool(relabel)
+
+
+def _labels(source) -> np.ndarray:
   inner = getattr(source, "source", source)
-  labels = (np.asarray(inner.labels) if hasattr(inner, "labels")
-            else np.array([source[i]["label"] for i in range(len(source))]))   # reads each example once
-  return ClassSubset(source, np.flatnonzero(np.isin(labels, classes)))
+  return (np.asarray(inner.labels) if hasattr(inner, "labels")
+          else np.array([source[i]["label"] for i in range(len(source))]))   # reads each example once
+
+
+def select(source, d, split: str, num_classes: int):
+  """The examples config.dataset `d` asks for, in source order:
+  - `classes`: only these labels (e.g. the base classes of a few-shot split); the model keeps the data set's
+    `num_classes` outputs and labels keep their values, unless
+  - `relabel`: `classes[i]` becomes label i, and the model gets len(classes) outputs (a new head);
+  - `train_per_class` = k (training split only): k examples of each class, drawn by `subset_seed`. Class c's
+    examples are taken in the order of a permutation seeded by (subset_seed, c), so the k-shot set is part of
+    the (k+1)-shot set and a class's draw does not depend on the others'.
+  """
+  classes, k, relabel = _check_selection(d, num_classes)
+  if not classes and (k == -1 or split != d.train_split):
+    return source
+  labels = _labels(source)
+  keep = np.flatnonzero(np.isin(labels, classes)) if classes else np.arange(len(labels))
+  if k != -1 and split == d.train_split:
+    picked = []
+    for c in np.unique(labels[keep]):
+      of_c = keep[labels[keep] == c]
+      if len(of_c) < k:
+        raise ConfigError(f"config.dataset.train_per_class={k} but class {c} of {d.name!r} split {split!r} has "
+                          f"only {len(of_c)} examples")
+      picked.append(np.random.default_rng((d.get("subset_seed", 0), int(c))).permutation(of_c)[:k])
+    keep = np.sort(np.concatenate(picked))
+  return ClassSubset(source, keep, {c: i for i, c in enumerate(classes)} if relabel else None)
+
+
+def _relabelled(info: DatasetInfo, d) -> DatasetInfo:
+  """`info` with len(classes) classes (and their names) when `dataset.relabel` maps them to 0..n-1."""
+  if not d.get("relabel", False) or not d.get("classes"):
+    return info
+  names = tuple(info.class_names[c] for c in d.classes) if info.class_names else ()
+  return dataclasses.replace(info, num_classes=len(d.classes), class_names=names)
 
 
 def eval_source(dataset_config, vocab: Optional[text.Vocab] = None):
@@ -461,13 +501,13 @@ def get_info(dataset_config, vocab: Optional[text.Vocab] = None) -> DatasetInfo:
   name = dataset_config.name
   family = name.split("/")[0]
   if name == "digits":
-    return DIGITS_INFO
+    return _relabelled(DIGITS_INFO, dataset_config)
   if name == "synthetic":
-    return _synthetic_info(dataset_config)
+    return _relabelled(_synthetic_info(dataset_config), dataset_config)
   if name == "folder":
-    return folder_info(dataset_config)
+    return _relabelled(folder_info(dataset_config), dataset_config)
   if family in TFDS_FAMILIES:
-    return tfds_info(name)
+    return _relabelled(tfds_info(name), dataset_config)
   return get_source(dataset_config, dataset_config.train_split, vocab=vocab)[1]
 
 

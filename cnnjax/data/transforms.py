@@ -110,6 +110,7 @@ class Preprocess(grain.transforms.RandomMap):
   aspect_range: Sequence[float] = (3 / 4, 4 / 3)
   crop_fraction: float = 0.875
   fit: str = "resize"
+  channels: int = 0      # 3: grey images are replicated to RGB (for pretrained weights); 0: as they come
 
   def __post_init__(self):
     if self.augment not in AUGMENTS:
@@ -143,6 +144,8 @@ class Preprocess(grain.transforms.RandomMap):
       image = pad_crop(image, self.pad, rng)
     if a.endswith("flip") and rng.random() < 0.5:
       image = image[:, ::-1]
+    if self.channels == 3 and image.shape[-1] == 1:
+      image = np.repeat(image, 3, axis=-1)
     image = (image.astype(np.float32) / 255.0 - self._mean) / self._std
     out = {"image": image, "label": np.int32(record["label"])}
     if "mask" in record:

@@ -7,9 +7,16 @@ leading axes of an NHWC activation (mean and variance forward; sum(dy) and sum(d
 of a ResNet-18 CIFAR train step. That is a CPU speed path (cpu_fast.colsum), taken with `impl='auto'` on CPU
 only; 'xla' (the default) and other backends use plain reductions: there XLA fuses them well, and on TPU a
 float32 dot would need HIGHEST precision.
+
+`frozen_statistics(pattern)`: while a model is traced inside it, every BatchNorm whose parameters all match
+`pattern` (a regex over '/'-joined paths such as 'stage1_block1/BatchNorm_0/scale') runs as in evaluation, also
+in training: it normalises with its running statistics and leaves them unchanged (a frozen layer, see
+cnnjax/train/transfer.py).
 """
+import contextlib
 import functools
-from typing import Any, Callable
+import re
+from typing import Any, Callable, List, Optional
 
 import flax.linen as nn
 import jax
@@ -52,6 +59,25 @@ def _backward(epsilon, auto, res, cts):
 batch_norm_train.defvjp(_forward, _backward)
 
 
+_FROZEN: List[Optional[re.Pattern]] = []   # the patterns of the active frozen_statistics() blocks
+
+
+@contextlib.contextmanager
+def frozen_statistics(pattern: str):
+  """Inside the block, batch norms whose parameters all match `pattern` use their running statistics (see the
+  module docstring); '' freezes none. A trace-time switch: enter it inside the function that is jitted."""
+  _FROZEN.append(re.compile(pattern) if pattern else None)
+  try:
+    yield
+  finally:
+    _FROZEN.pop()
+
+
+def _frozen(path, names) -> bool:
+  prefix = "/".join(path)
+  return bool(names) and any(p is not None and all(p.search(f"{prefix}/{n}") for n in names) for p in _FROZEN)
+
+
 class BatchNorm(nn.Module):
   """Drop-in for `flax.linen.BatchNorm` over the last (feature) axis, batch statistics over all others;
   in a jit over a sharded batch they are global-batch statistics."""
@@ -79,7 +105,8 @@ class BatchNorm(nn.Module):
     s = jnp.ones((c,), jnp.float32) if scale is None else scale.astype(jnp.float32)
     b = jnp.zeros((c,), jnp.float32) if bias is None else bias.astype(jnp.float32)
     x32 = x.astype(jnp.float32)
-    if self.use_running_average:
+    names = [n for n, on in (("scale", self.use_scale), ("bias", self.use_bias)) if on]
+    if self.use_running_average or _frozen(self.path, names):
       y = (x32 - ra_mean.value) * (lax.rsqrt(ra_var.value + self.epsilon) * s) + b
       return y.astype(dtype)
     y, mean, var = batch_norm_train(x32.reshape(-1, c), s, b, self.epsilon, self.impl == "auto")

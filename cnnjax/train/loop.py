@@ -27,7 +27,7 @@ from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
-from cnnjax.train import optim, state as state_lib, steps, transfer
+from cnnjax.train import optim, probe, state as state_lib, steps, transfer
 
 log = logging.getLogger("cnnjax")
 
@@ -197,9 +197,10 @@ def _template(create, state_sharding):
                       jax.eval_shape(create, jax.random.PRNGKey(0)), state_sharding)
 
 
-def _restore_or_init(config, workdir, ckpt, create, state_sharding):
-  """The run's own newest restorable checkpoint, else a fresh state. A workdir whose checkpoints all fail to
-  restore never starts again from step 0 silently."""
+def _restore_or_init(config, workdir, ckpt, create, state_sharding, fit_probe=None):
+  """The run's own newest restorable checkpoint, else a fresh state (with `init.checkpoint`, then `fit_probe`,
+  a function of the state fitting the linear probe, whose result is saved at step 0 so it is done once). A
+  workdir whose checkpoints all fail to restore never starts again from step 0 silently."""
   restored, start_step = ckpt.restore(_template(create, state_sharding))
   if restored is not None:
     return restored, start_step
@@ -214,15 +215,21 @@ def _restore_or_init(config, workdir, ckpt, create, state_sharding):
                                    i.load_batch_stats)
     state = jax.device_put(state, state_sharding)
     log.info("initialised %d leaves from %s (not loaded: %s)", n, i.checkpoint, list(i.dont_load) or "none")
+  if fit_probe is not None:
+    state = jax.device_put(fit_probe(state), state_sharding)
+    ckpt.save(0, state)
+    ckpt.wait()
   return state, 0
 
 
 def _data(config, workdir, pk):
-  """(train source, eval batches, model-selection batches or None, DatasetInfo, text vocabulary or None)."""
+  """(train source, eval batches, model-selection batches or None, DatasetInfo, text vocabulary or None, the
+  preprocessing of a pretrained init or None)."""
   vocab = None
   if config.dataset.name in data.sources.TEXT_NAMES:  # the vocabulary the run started with, else the train split's
     vocab = text.load_vocab(workdir) or text.vocab_of(config.dataset, config.dataset.name)
   train_src, info = data.get_source(config.dataset, config.dataset.train_split, vocab=vocab)
+  info, prep = transfer.pretrained_preprocessing(config, info)
   eval_src, _ = data.eval_source(config.dataset, vocab=vocab)  # dataset.eval_name may name another data set
   dev_ds = None
   if config.early_stopping.split:
@@ -234,7 +241,7 @@ def _data(config, workdir, pk):
   if len(train_src) < config.batch_size:
     raise ConfigError(f"config.batch_size={config.batch_size} is larger than the {len(train_src)} training "
                       f"examples of {config.dataset.name}")
-  return train_src, data.eval_dataset(config, eval_src, info, **pk), dev_ds, info, vocab
+  return train_src, data.eval_dataset(config, eval_src, info, **pk), dev_ds, info, vocab, prep
 
 
 def setup(config, workdir, *, restart: bool = False, allow_config_change: bool = False) -> Run:
@@ -246,9 +253,11 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   is_chief = jax.process_index() == 0
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
 
-  train_src, eval_ds, dev_ds, info, vocab = _data(config, workdir, pk)
+  train_src, eval_ds, dev_ds, info, vocab, prep = _data(config, workdir, pk)
   steps_per_epoch = len(train_src) // config.batch_size
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
+  if config.linear_probe.enabled:  # the head is fitted at initialisation; no training step (probe.py)
+    total_steps = 0
   model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
                         **config_lib.model_options(config))
   input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
@@ -265,13 +274,17 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
                                               config.parallel.shard_params, config.parallel.shard_min_size)
     log.info("%s", parallel.describe(state_sharding))
     ckpt = checkpoint.Manager(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
-    state, start_step = _restore_or_init(config, workdir, ckpt, create, state_sharding)
+    fit_probe = (lambda s: probe.fit(config, s, model, train_src, info)) if config.linear_probe.enabled else None
+    state, start_step = _restore_or_init(config, workdir, ckpt, create, state_sharding, fit_probe)
     log.info("model %s: %d parameters; %d steps (%d per epoch) on %d devices in %d processes; starting at "
              "step %d", config.model.name, sum(x.size for x in jax.tree.leaves(state.params)), total_steps,
              steps_per_epoch, jax.device_count(), jax.process_count(), start_step)
     if is_chief:
       workdir_lib.write_json(workdir / workdir_lib.CONFIG, json.loads(config.to_json_best_effort()))
       workdir_lib.write_json(workdir / "conv_impls.json", conv_impls)  # what each layer ran (config: asked)
+      if prep is not None:  # how the images were normalised for the pretrained init
+        workdir_lib.write_json(workdir / "preprocessing.json", prep)
+        log.info("preprocessing of %s: %s", config.init.checkpoint, prep)
       if vocab is not None:
         text.save_vocab(vocab, workdir)
       if info.class_names:  # what each label means, for data sets that name their classes (image folders)
@@ -284,7 +297,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     raise
   train_step = jax.jit(steps.make_train_step(model, tx, schedule, label_smoothing=config.label_smoothing,
                                              aux_loss_weight=config.aux_loss_weight,
-                                             grad_accum_steps=config.grad_accum_steps),
+                                             grad_accum_steps=config.grad_accum_steps, frozen=config.frozen),
                        in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
   eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(state_sharding, batch_sharding),
@@ -459,6 +472,7 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
     config.dataset.eval_split = split or config.dataset.eval_split
   vocab = text.load_vocab(workdir) if config.dataset.name in data.sources.TEXT_NAMES else None
   eval_src, info = data.eval_source(config.dataset, vocab=vocab)
+  info, _ = transfer.pretrained_preprocessing(config, info)
   model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
                         **config_lib.model_options(config))
   input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])

@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from cnnjax.train import optim
+from cnnjax import layers
+from cnnjax.train import optim, transfer
 from cnnjax.train.state import TrainState
 
 
@@ -54,7 +55,7 @@ def split_outputs(out):
 
 
 def make_train_step(model, tx, schedule, *, label_smoothing: float = 0.0, aux_loss_weight: float = 0.3,
-                    grad_accum_steps: int = 1):
+                    grad_accum_steps: int = 1, frozen: str = ""):
   """Builds `train_step(state, batch) -> (state, metrics)`; metrics are sums (see `metric_sums`).
 
   `grad_accum_steps=k` splits the batch into k microbatches (microbatch j holds examples j, j+k, j+2k, ...),
@@ -66,19 +67,29 @@ def make_train_step(model, tx, schedule, *, label_smoothing: float = 0.0, aux_lo
   state keep their values; the step counter advances); `nonfinite_loss` / `nonfinite_grads` in the metrics
   say so, and the loop decides to stop or go on (config.on_nonfinite). So no state holding NaN or Inf is
   ever produced, let alone checkpointed.
+
+  `frozen` (config.frozen, a regex over parameter paths): the gradient is taken only with respect to the other
+  parameters, so XLA computes no weight gradient for frozen layers and no backward pass below the lowest
+  trainable one (the frozen leaves get zeros, which `tx` must ignore: transfer.wrap_optimizer); batch norms
+  whose parameters are all frozen run with their running statistics (layers.frozen_statistics). The logged
+  `grad_norm` is then the trainable parameters'.
   """
 
   def grads_and_stats(params, batch_stats, images, labels, rng):
-    def loss_fn(params):
-      variables = {"params": params, "batch_stats": batch_stats}
-      out, new_vars = model.apply(variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng})
+    trainable, fixed = transfer.partition(params, frozen)
+
+    def loss_fn(trainable):
+      variables = {"params": transfer.merge(trainable, fixed), "batch_stats": batch_stats}
+      with layers.frozen_statistics(frozen):
+        out, new_vars = model.apply(variables, images, train=True, mutable=["batch_stats"],
+                                    rngs={"dropout": rng})
       logits, aux = split_outputs(out)
       loss = jnp.mean(cross_entropy(logits, labels, label_smoothing))
       for a in aux:
         loss = loss + aux_loss_weight * jnp.mean(cross_entropy(a, labels, label_smoothing))
       return loss, (logits, new_vars.get("batch_stats", {}))
-    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    return loss, logits, new_stats, grads
+    (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    return loss, logits, new_stats, transfer.merge(grads, jax.tree.map(jnp.zeros_like, fixed))
 
   def train_step(state: TrainState, batch: Dict[str, Any]):
     rng = jax.random.fold_in(state.rng, state.step)

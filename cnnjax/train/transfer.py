@@ -9,10 +9,18 @@
   missing, unexpected or reshaped leaf not covered by `dont_load` fails, listing them.
 - `init.load_batch_stats`: also take the running statistics of batch norm.
 - `frozen`: a regex; matching parameters get no update, no weight decay and no optimizer state (optax's
-  `set_to_zero` in a `multi_transform`). Unlike PyTorch's `requires_grad=False` nothing else changes: their batch-
-  norm layers still normalise with batch statistics in training and update their running averages.
+  `set_to_zero` in a `multi_transform`), and no gradient is computed for them (the train step differentiates
+  only the other parameters, so XLA drops the backward pass below the lowest trainable layer). A batch norm
+  whose scale and bias are both frozen runs as in evaluation, also in training: it normalises with its running
+  statistics and keeps them bit for bit. This differs from PyTorch's `requires_grad=False`, which leaves the
+  layer in train mode (batch statistics, running averages updated) unless the module is put in `eval()`.
 - `lr_mults`: ((regex, multiplier), ...): the updates of matching parameters are scaled (first match wins).
+- `init.preprocessing`: with a converted directory, the images are normalised as its weights expect (the mean
+  and std of its pretrained.json, GoogLeNet's `transform_input` folded in), grey images are replicated to its
+  three channels, and `dataset.image_size` must be its input size; the run writes what it applied to
+  preprocessing.json in its workdir.
 """
+import dataclasses
 import logging
 import re
 from typing import Any, Dict, Sequence, Tuple
@@ -47,6 +55,36 @@ def load_init(directory: str, step: int = -1) -> Dict[str, Any]:
   return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
 
 
+def pretrained_preprocessing(config, info):
+  """(info, applied): `info` with the normalisation and channel count of `init.checkpoint`'s pretrained.json
+  when it is a converted directory and `init.preprocessing` is on, with a record of what was applied; else
+  (info, None)."""
+  i = config.init
+  meta = workdir_lib.read_json(workdir_lib.path(i.checkpoint) / "pretrained.json") if i.checkpoint else None
+  if meta is None or not i.preprocessing:
+    return info, None
+  from cnnjax import pretrained
+  prep = meta["preprocessing"]
+  mean, std = pretrained.normalization(prep)
+  channels, want = info.image_shape[-1], len(mean)
+  if info.input_shape is not None or channels not in (1, want):
+    raise ConfigError(f"config.init.checkpoint={i.checkpoint!r} expects {want}-channel images; "
+                      f"{config.dataset.name!r} gives {info.input_shape or channels}-channel inputs")
+  if config.dataset.image_size != prep["input_size"]:
+    raise ConfigError(f"config.dataset.image_size={config.dataset.image_size} but the weights of "
+                      f"config.init.checkpoint={i.checkpoint!r} expect {prep['input_size']} (its pretrained.json): "
+                      f"set dataset.image_size={prep['input_size']}, or init.preprocessing=False to keep the data "
+                      f"set's own normalisation and size")
+  applied = {"from": str(i.checkpoint), "mean": mean.tolist(), "std": std.tolist(),
+             "input_size": prep["input_size"], "transform_input": bool(prep.get("transform_input")),
+             "grey_to_rgb": channels == 1 and want == 3}
+  if applied["grey_to_rgb"]:
+    log.warning("%s is grey and the weights of %s expect RGB: each image's channel is replicated 3 times",
+                config.dataset.name, i.checkpoint)
+  shape = (*info.image_shape[:2], want)
+  return dataclasses.replace(info, image_shape=shape, mean=tuple(applied["mean"]), std=tuple(applied["std"])), applied
+
+
 def apply_init(state, init_vars: Dict[str, Any], dont_load: Sequence[str], load_batch_stats: bool):
   """`state` with its params (and batch_stats) taken from `init_vars`, but for the leaves `dont_load` matches.
   Returns (state, number of leaves loaded)."""
@@ -70,6 +108,19 @@ def apply_init(state, init_vars: Dict[str, Any], dont_load: Sequence[str], load_
     return flax.serialization.from_state_dict(tree, flax.traverse_util.unflatten_dict(new, sep="/"))
   state = state.replace(**{k: take(k, getattr(state, k)) for k in kinds})
   return state, len(loaded)
+
+
+def partition(params, frozen: str):
+  """(trainable, frozen): two flat {'/'-joined path: array} dicts of `params`, split by the regex `frozen`."""
+  pattern = re.compile(frozen) if frozen else None
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  is_frozen = lambda p: pattern is not None and pattern.search(p) is not None
+  return ({p: v for p, v in flat.items() if not is_frozen(p)}, {p: v for p, v in flat.items() if is_frozen(p)})
+
+
+def merge(trainable, fixed):
+  """The params tree of the two halves `partition` made."""
+  return flax.traverse_util.unflatten_dict({**trainable, **fixed}, sep="/")
 
 
 def frozen_labels(frozen: str):
