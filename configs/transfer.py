@@ -1,12 +1,12 @@
 """Transfer from a CIFAR ResNet-20 trained on Fashion-MNIST classes 0-4 to new classes, with few labels.
 
 Pretraining (the `init.checkpoint` of every transfer run; BASE below):
-  python -m experiments.main --config configs/resnet.py:fashion_mnist --workdir /work/runs/fashion_base04 \
+  python -m experiments.main --config configs/resnet.py:fashion_mnist --workdir runs/fashion_base04 \
       '--config.dataset.classes=(0,1,2,3,4)' --config.num_epochs=8
 
-Presets `<target>_<method>`: target `fashion` (Fashion-MNIST classes 5-9, relabelled 0-4, evaluated on the first
-half of the test split: 2,500 images) or `digits` (scikit-learn's 8x8 digits, 10 classes, resized to 28x28 like the
-pretraining images, 355 test images); method
+Presets `<target>_<method>`: target `fashion` (Fashion-MNIST classes 5-9, relabelled 0-4, evaluated on the
+novel-class images of the first half of the test split: 2,470) or `digits` (scikit-learn's 8x8 digits, 10
+classes, resized to 28x28 like the pretraining images, 355 test images); method
   scratch   a fresh ResNet-20, lr 0.1
   probe     the pretrained backbone, the head fitted by L-BFGS logistic regression (linear_probe, l2 1e-3)
   finetune  every layer from the pretrained weights but a new head, lr 0.01 (head x10)
@@ -16,11 +16,11 @@ for 50 steps, and every training example for 100 steps of 128 (0.43 epochs of th
 the 1,442 digits: the CPU budget of docs/transfer.md). Nothing is tuned. Results: docs/transfer.md.
 
   for p in fashion_scratch fashion_probe ...; do
-    python -m experiments.sweep --config configs/transfer.py:$p --workdir /work/runs/transfer/$p; done
+    python -m experiments.sweep --config configs/transfer.py:$p --workdir runs/transfer/$p; done
 """
 from configs import resnet
 
-BASE = "/work/runs/fashion_base04"
+BASE = "runs/fashion_base04"
 TARGETS = ("fashion", "digits")
 METHODS = ("scratch", "probe", "finetune", "frozen")
 PRESETS = tuple(f"{t}_{m}" for t in TARGETS for m in METHODS)
