@@ -6,7 +6,8 @@
 `sweep` is a tuple of axes; an axis is (field, values) or ((field, field, ...), (value_tuple, ...)) for fields
 that change together. Each run is `python -m experiments.main` with that run's --config.field=value overrides
 (plus the ones given here) in `<workdir>/<field=value,...>/`. Re-running skips finished runs (final_metrics.json)
-and resumes unfinished ones from their checkpoints. On several machines, give each `--shard i/n`.
+and resumes unfinished ones from their checkpoints; a finished run whose num_epochs or num_train_steps (the sweep's
+or the command line's) changed since is run again, which extends it. On several machines, give each `--shard i/n`.
 """
 import itertools
 import os
@@ -44,10 +45,16 @@ def grid(sweep):
   return runs
 
 
-def status(workdir) -> str:
+LENGTH_FIELDS = ("num_epochs", "num_train_steps")
+
+
+def status(workdir, length: dict) -> str:
+  """"done", "changed" (finished, but `length`, the run's num_epochs/num_train_steps, differs), "partial"
+  or "new"."""
   workdir = workdir_lib.path(workdir)
   if (workdir / workdir_lib.FINAL).exists():
-    return "done"
+    saved = workdir_lib.read_json(workdir / workdir_lib.CONFIG) or {}
+    return "done" if all(saved.get(k) == v for k, v in length.items()) else "changed"
   if (workdir / "checkpoints").is_dir():
     return "partial"
   return "new"
@@ -74,7 +81,7 @@ def main(argv):
   parent = workdir_lib.path(_WORKDIR.value)
   for name, settings in runs:
     wd = parent / name
-    st = status(wd)
+    st = status(wd, {k: settings.get(k, config[k]) for k in LENGTH_FIELDS})
     print(f"{st:8s} {wd}")
     if st != "done":
       todo.append((name, command(spec, wd, settings, extra)))

@@ -42,6 +42,8 @@ def test_sweep_runs_grid_skips_finished_and_plots(tmp_path):
   assert r.stdout.count("done ") == 2 and r.stdout.count("finished ") == 6
   r = _sweep(tmp_path)
   assert "0 of 8 runs to train" in r.stdout
+  r = _sweep(tmp_path, "--config.num_train_steps=6", "--dry-run")  # finished, but now asked for more steps
+  assert r.stdout.count("changed ") == 8 and "8 of 8 runs to train (dry run)" in r.stdout, r.stdout
   plot.main([str(tmp_path), "--out", str(tmp_path / "plots"), "--filters"])
   table = (tmp_path / "plots" / "results.md").read_text().splitlines()
   assert len(table) == 2 + 8
