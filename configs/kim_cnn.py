@@ -62,7 +62,7 @@ def get_config(preset: str = "mr"):
 
 def _table2_rand():
   """Kim's Table 2, CNN-rand: TREC and SST-2 (given test splits, 25 epochs), then MR's ten folds. MR runs 10
-  epochs per fold to fit this machine's CPU (docs/text_cnn.md shows fold 0's dev curve over 25)."""
+  epochs per fold (the paper: 25) so that ten folds fit this machine's CPU (docs/text_cnn.md)."""
   c = get_config("mr")
   fields = ("dataset.name", "dataset.fold", "num_epochs")
   c.sweep = ((fields, (("sentences/trec", 0, 25), ("sentences/sst2", 0, 25),
