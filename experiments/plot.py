@@ -177,7 +177,7 @@ def mean_table(workdirs, field: str):
   for w in workdirs:
     key = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in fields.get(w, {}).items() if k != field) or "all"
     groups.setdefault(key, []).append(w)
-  rows = [f"| runs (over {field}) | n | test top-1 mean | sd | min | max | wall per run (min) |",
+  rows = [f"| runs (over {field}) | n | test top-1 mean (at best dev, where selected) | sd | min | max | wall per run (min) |",
           "|---|---|---|---|---|---|---|"]
   for key, ws in groups.items():
     ss = [summary(w) for w in ws]
