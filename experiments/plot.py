@@ -114,7 +114,9 @@ def plot_fig6(workdirs, out_dir):
       color = plt.get_cmap("tab10").colors[i]
       label = name.replace("resnet", "plain-" if kind == "plain" else "ResNet-")
       ax.plot(tx, ty, color=color, linewidth=0.8, alpha=0.8)
-      ax.plot(ex, ey, color=color, linewidth=2.2, marker=".", label=f"{label} (test {ey[-1]:.2%})" if ey else label)
+      last = [y for x, y in zip(tx, ty) if x > tx[-1] - 1] if tx else []   # the last epoch's logged windows
+      figs = ", ".join(([f"train {np.mean(last):.2%}"] if last else []) + ([f"test {ey[-1]:.2%}"] if ey else []))
+      ax.plot(ex, ey, color=color, linewidth=2.2, marker=".", label=f"{label} ({figs})" if figs else label)
     ax.set_title(f"{kind} nets: thin = training error, bold = test error")
     ax.set_xlabel("epoch")
     finals = [ys[-1] for nets in series.values() for (_, ty), (_, ey) in nets.values() for ys in (ty, ey) if ys]
