@@ -102,6 +102,13 @@ def fig6_series(workdirs):
   return out
 
 
+def last_epoch_mean(epochs, values):
+  """Mean of the values logged within the last epoch (epoch > final epoch - 1), or None when nothing is logged:
+  the training error of the end of training, less noisy than the last window alone."""
+  last = [v for e, v in zip(epochs, values) if e > epochs[-1] - 1] if epochs else []
+  return float(np.mean(last)) if last else None
+
+
 def plot_fig6(workdirs, out_dir):
   """Two panels as the paper's Fig. 6: plain nets left, ResNets right; thin lines training error, bold test."""
   import matplotlib
@@ -114,8 +121,8 @@ def plot_fig6(workdirs, out_dir):
       color = plt.get_cmap("tab10").colors[i]
       label = name.replace("resnet", "plain-" if kind == "plain" else "ResNet-")
       ax.plot(tx, ty, color=color, linewidth=0.8, alpha=0.8)
-      last = [y for x, y in zip(tx, ty) if x > tx[-1] - 1] if tx else []   # the last epoch's logged windows
-      figs = ", ".join(([f"train {np.mean(last):.2%}"] if last else []) + ([f"test {ey[-1]:.2%}"] if ey else []))
+      train = last_epoch_mean(tx, ty)
+      figs = ", ".join(([f"train {train:.2%}"] if train is not None else []) + ([f"test {ey[-1]:.2%}"] if ey else []))
       ax.plot(ex, ey, color=color, linewidth=2.2, marker=".", label=f"{label} ({figs})" if figs else label)
     ax.set_title(f"{kind} nets: thin = training error, bold = test error")
     ax.set_xlabel("epoch")

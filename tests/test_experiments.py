@@ -56,6 +56,13 @@ def test_sweep_runs_grid_skips_finished_and_plots(tmp_path):
   assert matplotlib.image.imread(str(run / "filters.png")).shape[0] > 100  # drawn from the checkpoint's stem
 
 
+def test_last_epoch_mean_hand_worked():
+  X
+  assert plot.last_epoch_mean([4.5, 5.0, 5.5, 6.0], [0.9, 0.5, 0.2, 0.1]) == pytest.approx(0.15)
+  assert plot.last_epoch_mean([0.5], [0.3]) == pytest.approx(0.3)
+  assert plot.last_epoch_mean([], []) is None
+
+
 def test_plot_rejects_a_path_that_is_not_a_workdir(tmp_path):
   with pytest.raises(SystemExit, match="neither a workdir"):
     plot.main([str(tmp_path / "nope")])
