@@ -57,7 +57,7 @@ def test_sweep_runs_grid_skips_finished_and_plots(tmp_path):
 
 
 def test_last_epoch_mean_hand_worked():
-  X
+  """Windows logged at epochs 4.5, 5.0 (not > 6 - 1), 5.5 and 6.0: the mean of the two at 5.5 and 6.0."""
   assert plot.last_epoch_mean([4.5, 5.0, 5.5, 6.0], [0.9, 0.5, 0.2, 0.1]) == pytest.approx(0.15)
   assert plot.last_epoch_mean([0.5], [0.3]) == pytest.approx(0.3)
   assert plot.last_epoch_mean([], []) is None
