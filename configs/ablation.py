@@ -18,6 +18,8 @@ from configs import resnet
 def get_config(preset: str = "digits"):
   if preset == "fashion_mnist":
     return _fashion_mnist()
+  if preset == "fashion_mnist_44":
+    return _fashion_mnist(only="resnet44")
   if preset != "digits":
     raise ValueError(f"unknown preset {preset!r} for configs/ablation.py; known: {PRESETS}")
   c = resnet.get_config(preset)
@@ -35,11 +37,13 @@ def get_config(preset: str = "digits"):
   return c
 
 
-def _fashion_mnist():
+def _fashion_mnist(only: str | None = None):
   """Fig. 6 analog on Fashion-MNIST (60,000 28x28 images), batch norm on: plain and residual nets of depth 20,
-  32 and 56; plus ResNet-20 and plain-20 without batch norm (lower lr, clipped: docs/depth.md says why).
+  32, 44 and 56; plus ResNet-20 and plain-20 without batch norm (lower lr, clipped: docs/depth.md says why).
 
   The runs are ordered cheapest first, so an interrupted sweep has the BN ablation and the shallow nets first.
+  `only` keeps the runs of one model name (`fashion_mnist_44`: the 44-layer pair, trained after the others
+  into the same workdir; the run directories are named by their settings, so both presets share them).
   """
   c = resnet.get_config("fashion_mnist")
   c.num_epochs = 6
@@ -49,10 +53,13 @@ def _fashion_mnist():
   fields = ("model.name", "model.residual", "model.norm", "learning_rate", "grad_clip_norm")
   bn = lambda name, residual: (name, residual, "batch", 0.1, 0.0)
   no_bn = lambda name, residual: (name, residual, "none", 0.05, 1.0)
-  c.sweep = ((fields, (bn("resnet20", True), bn("resnet20", False), no_bn("resnet20", True),
-                       no_bn("resnet20", False), bn("resnet32", True), bn("resnet32", False),
-                       bn("resnet56", True), bn("resnet56", False))),)
+  runs = (bn("resnet20", True), bn("resnet20", False), no_bn("resnet20", True), no_bn("resnet20", False),
+          bn("resnet32", True), bn("resnet32", False), bn("resnet44", True), bn("resnet44", False),
+          bn("resnet56", True), bn("resnet56", False))
+  if only is not None:
+    runs = tuple(r for r in runs if r[0] == only)
+  c.sweep = ((fields, runs),)
   return c
 
 
-PRESETS = ("digits", "fashion_mnist")
+PRESETS = ("digits", "fashion_mnist", "fashion_mnist_44")

@@ -22,3 +22,14 @@ def test_config_builds_its_model(path, preset):
   out = jax.eval_shape(lambda: m.apply(m.init(jax.random.PRNGKey(0), jax.numpy.zeros(shape), train=False),
                                        jax.numpy.zeros(shape), train=False))
   assert out.shape == (1, info.num_classes)
+
+
+def test_depth_44_preset_shares_the_full_sweeps_run_directories():
+  """configs/ablation.py:fashion_mnist_44 trains into the workdir of :fashion_mnist, so its two runs must carry
+  the same directory names (settings) as the full sweep's 44-layer runs, and nothing else."""
+  from experiments import sweep
+  full = dict(sweep.grid(config_lib.load_file("configs/ablation.py:fashion_mnist").sweep))
+  only = dict(sweep.grid(config_lib.load_file("configs/ablation.py:fashion_mnist_44").sweep))
+  assert sorted(only) == sorted(n for n, s in full.items() if s["model.name"] == "resnet44")
+  assert sorted(s["model.residual"] for s in only.values()) == [False, True]
+  assert all(full[n] == s for n, s in only.items())
