@@ -6,16 +6,21 @@ saved: the training stream is a deterministic function of the seed and the step 
 worker processes. Saving is asynchronous; Orbax finalises a step only when it is complete, so a kill mid-save
 leaves the previous step as the latest.
 
-Restoring walks from the newest step to the oldest and tells damage from everything else:
-- damage (an empty step directory, a missing or empty file, unreadable metadata, data that ends early): the
-  step is renamed `<step>.damaged-<n>` (kept, never deleted, invisible to Orbax) and the next older one tried;
-  with several processes they first agree that it is damaged, and process 0 renames it before anyone goes on;
-- anything else (a permission or I/O error, parameters that do not fit the model): `RestoreError` or
-  `ConfigError` naming the step, the cause and the fix; nothing is renamed.
+Each step this process saves is sealed once Orbax has finalised it: `<step>/files.json` records every file's
+size and CRC-32. Restoring walks from the newest step to the oldest and decides from the files what is damage:
+- damage: an empty step directory, no `state/`, or, in a sealed step, a file missing, of another size or with
+  another checksum (truncated, deleted, zero-filled, bit-flipped); in a step without a seal (written by an
+  older version, or killed between finalising and sealing) an empty file, unreadable metadata, a missing
+  manifest, or a restore that fails other than with an OS error. The step is renamed `<step>.damaged-<n>`
+  (kept, never deleted, invisible to Orbax) and the next older one tried; with several processes they first
+  agree that it is damaged, and process 0 renames it before anyone goes on;
+- anything else (a permission or other I/O error, a sealed step whose files are intact yet do not restore,
+  parameters that do not fit the model): `RestoreError` or `ConfigError` naming the step, the cause and the
+  fix; nothing is renamed.
 """
 import json
 import logging
-import os
+import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
 import flax
@@ -29,9 +34,7 @@ from cnnjax.errors import ConfigError
 
 log = logging.getLogger("cnnjax")
 
-# Messages of errors that mean the files themselves are bad (TensorStore status codes, JSON and file errors).
-_DAMAGE_MARKERS = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "Unexpected end", "Expecting value",
-                   "No such file", "checksum", "corrupt")
+SEAL = "files.json"  # in a step directory: {path relative to it: [size, crc32]} of every file, once finalised
 
 
 class RestoreError(RuntimeError):
@@ -69,26 +72,6 @@ def _state_metadata(path):
     return ckptr.metadata(epath.Path(path)).item_metadata.tree
 
 
-def damage(step_dir) -> Optional[str]:
-  """Why the files of a step directory are damaged, or None where they look whole (cheap: sizes and the
-  small metadata files, no array data)."""
-  step_dir = epath.Path(step_dir)
-  if not step_dir.exists() or not list(step_dir.iterdir()):
-    return "empty step directory"
-  state = step_dir / "state"
-  if not state.exists():
-    return "no state/ in the step directory"
-  for f in _files(state):
-    if f.is_file() and f.stat().length == 0:
-      return f"empty file {f}"
-    if f.name.startswith("_") and "METADATA" in f.name or f.suffix == ".json":
-      try:
-        json.loads(f.read_text())
-      except (ValueError, UnicodeDecodeError) as e:
-        return f"unreadable metadata {f} ({e})"
-  return None
-
-
 def _files(d):
   """Every file below `d` (epath has no recursive glob for buckets)."""
   for p in d.iterdir():
@@ -98,12 +81,84 @@ def _files(d):
       yield p
 
 
-def _is_damage(e: BaseException) -> bool:
-  if isinstance(e, (FileNotFoundError, json.JSONDecodeError)):
-    return True
-  if isinstance(e, (PermissionError, ConfigError)):
+def _crc32(f) -> int:
+  crc = 0
+  with f.open("rb") as fh:
+    while chunk := fh.read(1 << 24):
+      crc = zlib.crc32(chunk, crc)
+  return crc
+
+
+def seal(step_dir) -> None:
+  """Records the size and CRC-32 of every file of a finalised step in `<step>/files.json`."""
+  step_dir = epath.Path(step_dir)
+  files = {str(f.relative_to(step_dir)): [f.stat().length, _crc32(f)] for f in _files(step_dir) if f.name != SEAL}
+  tmp = step_dir / f"{SEAL}.tmp"
+  tmp.write_text(json.dumps(files, sort_keys=True))
+  tmp.replace(step_dir / SEAL)
+
+
+def _sealed_damage(step_dir, record) -> Optional[str]:
+  """How the files differ from their seal, or None."""
+  for rel, (size, crc) in sorted(record.items()):
+    f = step_dir / rel
+    if not f.exists():
+      return f"missing file {rel}"
+    if f.stat().length != size:
+      return f"{rel} has {f.stat().length} bytes, {size} when saved"
+    if _crc32(f) != crc:
+      return f"{rel} differs from what was saved (CRC-32)"
+  return None
+
+
+def _unsealed_damage(state) -> Optional[str]:
+  """What the files of an unsealed step show: empty files, unreadable JSON, no manifest or metadata."""
+  for f in _files(state):
+    if f.stat().length == 0:
+      return f"empty file {f}"
+    if f.name.startswith("_") and "METADATA" in f.name or f.suffix == ".json":
+      try:
+        json.loads(f.read_text())
+      except (ValueError, UnicodeDecodeError) as e:
+        return f"unreadable metadata {f} ({e})"
+  if not (state / "manifest.ocdbt").exists():
+    return f"no manifest.ocdbt in {state}"
+  try:
+    if _state_metadata(state) is None:
+      return f"no array metadata in {state}"
+  except (PermissionError, ConfigError):
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+      raise
+    return f"unreadable metadata in {state} ({type(e).__name__})"
+  return None
+
+
+def damage(step_dir) -> Optional[str]:
+  """Why the files of a step directory are damaged, or None where they look whole (see the module's docstring):
+  sizes and checksums against the seal, else sizes, the metadata files and a metadata read."""
+  step_dir = epath.Path(step_dir)
+  if not step_dir.exists() or not list(step_dir.iterdir()):
+    return "empty step directory"
+  state = step_dir / "state"
+  if not state.exists():
+    return "no state/ in the step directory"
+  if (step_dir / SEAL).exists():
+    try:
+      record = json.loads((step_dir / SEAL).read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+      return f"unreadable {SEAL} ({e})"
+    return _sealed_damage(step_dir, record)
+  return _unsealed_damage(state)
+
+
+def _is_damage(e: BaseException, sealed: bool) -> bool:
+  """Whether a restore error of a step that passed `damage` still means damage: never for a sealed step (its
+  files are as saved) or an OS error other than a missing file (permissions, I/O, network: fix and rerun)."""
+  if sealed or isinstance(e, ConfigError):
     return False
-  return any(m in str(e) for m in _DAMAGE_MARKERS)
+  return isinstance(e, FileNotFoundError) or not isinstance(e, OSError)
 
 
 def _agree(code: int) -> int:
@@ -122,6 +177,7 @@ class Manager:
                                            enable_async_checkpointing=async_save)
     self._mgr = ocp.CheckpointManager(self.directory, options=options)
     self.quarantined: List[str] = []
+    self._unsealed: List[int] = []  # steps saved by this manager, not yet sealed
 
   def latest_step(self) -> Optional[int]:
     return self._mgr.latest_step()
@@ -130,7 +186,21 @@ class Manager:
     return sorted(self._mgr.all_steps())
 
   def save(self, step: int, state: Any, *, force: bool = True) -> bool:
-    return self._mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=force)
+    self.wait()  # Orbax waits for the previous save anyway; sealing it costs one read of its files
+    saved = self._mgr.save(int(step), args=ocp.args.Composite(state=ocp.args.StandardSave(state)), force=force)
+    if saved:
+      self._unsealed.append(int(step))
+    return saved
+
+  def _seal_finished(self) -> None:
+    """Seals the finalised steps this manager saved (process 0; steps deleted by max_to_keep are skipped)."""
+    steps, self._unsealed = self._unsealed, []
+    if jax.process_index() != 0:
+      return
+    kept = set(self._mgr.all_steps())
+    for step in steps:
+      if step in kept:
+        seal(self.directory / str(step))
 
   def _check_compatible(self, step: int, state_template: Any) -> None:
     """Raises ConfigError if step's saved parameters differ from the template's."""
@@ -169,7 +239,7 @@ class Manager:
       raise
     except Exception as e:  # pylint: disable=broad-except
       why = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-      return (1 if _is_damage(e) else 2), None, why
+      return (1 if _is_damage(e, (self.directory / str(step) / SEAL).exists()) else 2), None, why
     return 0, restored["state"], ""
 
   def restore(self, state_template: Any, step: Optional[int] = None) -> Tuple[Optional[Any], Optional[int]]:
@@ -192,6 +262,7 @@ class Manager:
 
   def wait(self) -> None:
     self._mgr.wait_until_finished()
+    self._seal_finished()
 
   def close(self) -> None:
     self._mgr.close()
