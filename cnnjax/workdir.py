@@ -5,9 +5,16 @@
     <workdir>/tensorboard/        event files
     <workdir>/checkpoints/<step>/ Orbax
     <workdir>/final_metrics.json  written once the last step is reached
-    <workdir>/lock.json           who is running in this workdir now (see `Lock`)
+    <workdir>/conv_impls.json     the convolution implementation each layer resolved to
+    <workdir>/preprocessing.json  the normalisation of a pretrained init (transfer runs)
+    <workdir>/class_names.json    what each label means (data sets that name their classes)
+    <workdir>/vocab.json          the text vocabulary the run started with (text data sets)
     <workdir>/eval/<split>_<step>.json   evaluation-only results (`--mode=eval`)
+    <workdir>/lock.json           who is running in this workdir now (see `Lock`)
     <workdir>/previous/<n>/       earlier attempts moved aside by `--restart`, kept
+
+`ATTEMPT` lists every name an attempt writes; `--restart` moves exactly those aside, and everything that writes
+into a workdir takes its name from here.
 
 URLs are never turned into local paths. JSON files are replaced whole (a reader never sees half a file);
 metrics.jsonl is appended line by line where the file system can append (a reader skips a torn last line)
@@ -25,8 +32,24 @@ from etils import epath
 
 from cnnjax.errors import ConfigError
 
-CONFIG, METRICS, FINAL, LOCK, PREVIOUS = ("config.json", "metrics.jsonl", "final_metrics.json", "lock.json",
-                                         "previous")
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+FINAL = "final_metrics.json"
+CHECKPOINTS = "checkpoints"
+TENSORBOARD = "tensorboard"
+EVAL = "eval"
+CONV_IMPLS = "conv_impls.json"
+PREPROCESSING = "preprocessing.json"
+CLASS_NAMES = "class_names.json"
+VOCAB = "vocab.json"
+LOCK = "lock.json"
+PREVIOUS = "previous"
+# What one attempt writes (all but the lock and earlier attempts): what `--restart` moves aside.
+ATTEMPT = (CONFIG, METRICS, FINAL, CHECKPOINTS, TENSORBOARD, EVAL, CONV_IMPLS, PREPROCESSING, CLASS_NAMES, VOCAB)
+
+# The package each bucket scheme needs for etils.epath, and how to install it.
+_BUCKET_EXTRAS = {"gs": "pip install -e '.[gcs]' (gcsfs for epath, google-cloud-storage for Orbax)",
+                  "s3": "pip install s3fs", "az": "pip install adlfs"}
 
 
 def path(p) -> epath.Path:
@@ -37,6 +60,41 @@ def path(p) -> epath.Path:
 
 def is_url(p) -> bool:
   return "://" in os.fspath(p)
+
+
+def check(workdir) -> epath.Path:
+  """`workdir` as a path (see `path`), or ConfigError naming it, the cause and the fix when it cannot hold a run:
+  an existing file, a path inside a file, a bucket scheme whose file-system package is missing. Creates nothing
+  (a folder that cannot be created is reported by `make`)."""
+  s = os.fspath(workdir)
+  if is_url(s):
+    scheme = s.split("://", 1)[0]
+    try:
+      epath.Path(s).exists()
+    except ImportError as e:
+      fix = _BUCKET_EXTRAS.get(scheme, "install the fsspec package for this scheme")
+      raise ConfigError(f"--workdir {s}: {scheme}:// needs a package that is not installed ({e}). Fix: {fix}.") from None
+    except KeyError:
+      raise ConfigError(f"--workdir {s}: unknown scheme {scheme}://; etils.epath reads local paths and "
+                        f"{', '.join(f'{k}://' for k in _BUCKET_EXTRAS)}") from None
+    return path(s)
+  p = path(s)
+  for q in [p, *p.parents]:
+    if q.exists():
+      if not q.is_dir():
+        where = "is an existing file" if q == p else f"lies inside the file {q}"
+        raise ConfigError(f"--workdir {p} {where}, not a folder. Use another --workdir.")
+      break
+  return p
+
+
+def make(workdir) -> None:
+  """Creates the workdir (and its parents), or ConfigError naming it and why it cannot be created."""
+  try:
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"--workdir {workdir} cannot be created: {e.strerror or e}"
+                      f"{f' ({e.filename})' if e.filename else ''}. Use a path in a folder you can write to.") from None
 
 
 def write_json(p, obj) -> None:
@@ -82,7 +140,7 @@ class MetricsWriter:
     if enabled and tensorboard:
       from tensorboardX import SummaryWriter
       _register_tensorboard_urls()
-      self._tb = SummaryWriter(os.fspath(epath.Path(workdir) / "tensorboard"))
+      self._tb = SummaryWriter(os.fspath(epath.Path(workdir) / TENSORBOARD))
 
   def truncate(self, step: int) -> None:
     """Drops the entries after `step` (and torn lines), replacing the file whole: on resume, the steps that
@@ -158,7 +216,7 @@ def move_aside(workdir) -> Optional[epath.Path]:
   """`--restart`: moves the previous attempt's files into previous/<n>/ (kept, never deleted); returns where,
   or None when there was nothing to move."""
   workdir = epath.Path(workdir)
-  names = [n for n in (CONFIG, METRICS, FINAL, "checkpoints", "tensorboard", "eval") if (workdir / n).exists()]
+  names = [n for n in ATTEMPT if (workdir / n).exists()]
   if not names:
     return None
   n = 0
@@ -195,7 +253,7 @@ class Lock:
     self.info = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
 
   def acquire(self) -> "Lock":
-    self.path.parent.mkdir(parents=True, exist_ok=True)
+    make(self.path.parent)
     (self._acquire_url if is_url(self.path) else self._acquire_local)()
     return self
 

@@ -47,8 +47,9 @@ def main(argv):
             f"on {int(ev['count'])} examples")
       return
     loop.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value, restart=_RESTART.value)
-  except ConfigError as e:
-    raise app.UsageError(str(e)) from None
+  except ConfigError as e:  # a bad value, name or --workdir: one message, status 2 like other bad arguments
+    sys.stderr.write(f"FATAL: {e}\n")
+    sys.exit(2)
   except workdir.WorkdirBusyError as e:
     sys.stderr.write(f"FATAL: {e}\n")
     sys.exit(EXIT_BUSY)

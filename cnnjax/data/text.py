@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
 
 log = logging.getLogger("cnnjax")
@@ -37,7 +38,6 @@ log = logging.getLogger("cnnjax")
 PAD, UNK = 0, 1
 PAD_WORD, UNK_WORD = "<pad>", "<unk>"
 FAMILY = "sentences"
-VOCAB_FILE = "vocab.json"
 
 
 # --- Kim's tokenizer --------------------------------------------------------------------------------------------
@@ -99,15 +99,13 @@ def build_vocab(sentences: Sequence[Sequence[str]], lowercase: bool, max_len: in
 
 def save_vocab(vocab: Vocab, workdir) -> None:
   """Writes workdir/vocab.json (replaced whole; the workdir may be a bucket URL)."""
-  from cnnjax import workdir as workdir_lib
-  workdir_lib.write_json(workdir_lib.path(workdir) / VOCAB_FILE,
+  workdir_lib.write_json(workdir_lib.path(workdir) / workdir_lib.VOCAB,
                          {"words": list(vocab.words), "max_len": vocab.max_len, "lowercase": vocab.lowercase})
 
 
 def load_vocab(workdir) -> Optional[Vocab]:
   """The vocabulary saved in `workdir`, or None if there is none."""
-  from cnnjax import workdir as workdir_lib
-  d = workdir_lib.read_json(workdir_lib.path(workdir) / VOCAB_FILE)
+  d = workdir_lib.read_json(workdir_lib.path(workdir) / workdir_lib.VOCAB)
   return None if d is None else Vocab(tuple(d["words"]), int(d["max_len"]), bool(d["lowercase"]))
 
 

@@ -222,12 +222,13 @@ def _restore_or_init(config, workdir, ckpt, create, state_sharding, fit_probe=No
   return state, 0
 
 
-def _data(config, workdir, pk):
+def _data(config, workdir, pk, restart: bool):
   """(train source, eval batches, model-selection batches or None, DatasetInfo, text vocabulary or None, the
-  preprocessing of a pretrained init or None)."""
+  preprocessing of a pretrained init or None). A text run resumes with the vocabulary it started with; a new or
+  restarted one builds its own from its training split (`--restart` moves the old one aside)."""
   vocab = None
-  if config.dataset.name in data.sources.TEXT_NAMES:  # the vocabulary the run started with, else the train split's
-    vocab = text.load_vocab(workdir) or text.vocab_of(config.dataset, config.dataset.name)
+  if config.dataset.name in data.sources.TEXT_NAMES:
+    vocab = (None if restart else text.load_vocab(workdir)) or text.vocab_of(config.dataset, config.dataset.name)
   train_src, info = data.get_source(config.dataset, config.dataset.train_split, vocab=vocab)
   info, prep = transfer.pretrained_preprocessing(config, info)
   eval_src, _ = data.eval_source(config.dataset, vocab=vocab)  # dataset.eval_name may name another data set
@@ -249,11 +250,11 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   parallel.initialize(config)
   config_lib.validate(config)
   parallel.enable_compilation_cache(config.compilation_cache_dir)
-  workdir = workdir_lib.path(workdir)
+  workdir = workdir_lib.check(workdir)
   is_chief = jax.process_index() == 0
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
 
-  train_src, eval_ds, dev_ds, info, vocab, prep = _data(config, workdir, pk)
+  train_src, eval_ds, dev_ds, info, vocab, prep = _data(config, workdir, pk, restart)
   steps_per_epoch = len(train_src) // config.batch_size
   total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
   if config.linear_probe.enabled:  # the head is fitted at initialisation; no training step (probe.py)
@@ -273,7 +274,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     state_sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
                                               config.parallel.shard_params, config.parallel.shard_min_size)
     log.info("%s", parallel.describe(state_sharding))
-    ckpt = checkpoint.Manager(workdir / "checkpoints", max_to_keep=config.keep_checkpoints)
+    ckpt = checkpoint.Manager(workdir / workdir_lib.CHECKPOINTS, max_to_keep=config.keep_checkpoints)
     fit_probe = (lambda s: probe.fit(config, s, model, train_src, info)) if config.linear_probe.enabled else None
     state, start_step = _restore_or_init(config, workdir, ckpt, create, state_sharding, fit_probe)
     log.info("model %s: %d parameters; %d steps (%d per epoch) on %d devices in %d processes; starting at "
@@ -281,14 +282,14 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
              steps_per_epoch, jax.device_count(), jax.process_count(), start_step)
     if is_chief:
       workdir_lib.write_json(workdir / workdir_lib.CONFIG, json.loads(config.to_json_best_effort()))
-      workdir_lib.write_json(workdir / "conv_impls.json", conv_impls)  # what each layer ran (config: asked)
+      workdir_lib.write_json(workdir / workdir_lib.CONV_IMPLS, conv_impls)  # what each layer ran (config: asked)
       if prep is not None:  # how the images were normalised for the pretrained init
-        workdir_lib.write_json(workdir / "preprocessing.json", prep)
+        workdir_lib.write_json(workdir / workdir_lib.PREPROCESSING, prep)
         log.info("preprocessing of %s: %s", config.init.checkpoint, prep)
       if vocab is not None:
         text.save_vocab(vocab, workdir)
       if info.class_names:  # what each label means, for data sets that name their classes (image folders)
-        workdir_lib.write_json(workdir / "class_names.json", list(info.class_names))
+        workdir_lib.write_json(workdir / workdir_lib.CLASS_NAMES, list(info.class_names))
     writer = workdir_lib.MetricsWriter(workdir, enabled=is_chief)
     writer.truncate(start_step)
   except BaseException:
@@ -466,7 +467,7 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
   Takes no lock and changes nothing else, so it can run beside training."""
   parallel.initialize(config)
   config_lib.validate(config)
-  workdir = workdir_lib.path(workdir)
+  workdir = workdir_lib.check(workdir)
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.dataset.eval_split = split or config.dataset.eval_split
@@ -481,19 +482,19 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
   create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype)
   sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
                                       config.parallel.shard_params, config.parallel.shard_min_size)
-  ckpt = checkpoint.Manager(workdir / "checkpoints")
+  ckpt = checkpoint.Manager(workdir / workdir_lib.CHECKPOINTS)
   try:
     state, step = ckpt.restore(_template(create, sharding), step)
   finally:
     ckpt.close()
   if state is None:
-    raise ConfigError(f"no checkpoint to evaluate in {workdir / 'checkpoints'}")
+    raise ConfigError(f"no checkpoint to evaluate in {workdir / workdir_lib.CHECKPOINTS}")
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
   eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(sharding, parallel.batch_sharded(mesh)),
                       out_shardings=parallel.replicated(mesh))
   ev = evaluate(eval_step, state, data.eval_dataset(config, eval_src, info, **pk), parallel.batch_sharded(mesh))
   if jax.process_index() == 0:
-    workdir_lib.write_json(workdir / "eval" / f"{config.dataset.eval_split}_{step}.json",
+    workdir_lib.write_json(workdir / workdir_lib.EVAL / f"{config.dataset.eval_split}_{step}.json",
                            {"step": step, "split": config.dataset.eval_split, **ev})
   return {"step": step, **ev}
 
