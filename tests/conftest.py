@@ -1,44 +1,44 @@
-"""Shared fixtures: a tiny, fast config on the embedded digits."""
+"""Shared fixtures and settings: the project's CPU XLA flags, Hypothesis profiles, a tiny config, and finished
+runs that several tests read (session-scoped; copy one before changing it)."""
+import os
+import shutil
+
 import pytest
+from hypothesis import settings
 
 from cnnjax.layers import cpu_fast
+from tests import helpers
 
 cpu_fast.set_xla_flags()  # the project's CPU XLA flags, as the entry points set them, before jax starts
 
-
-def tiny_config(**overrides):
-  """configs/resnet.py with tests/_runner.TINY_FIELDS (ResNet-8 at half width on 8x8 digits), 6 steps, then
-  `overrides` ({'dotted.field': value})."""
-  from configs import resnet
-  from tests._runner import TINY_FIELDS
-  c = resnet.get_config()
-  fields = {**TINY_FIELDS, "num_train_steps": 6, "log_every_steps": 2, "eval_every_steps": 3,
-            "checkpoint_every_steps": 3, **overrides}
-  for k, v in fields.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
-
-
-def assert_resume_is_exact(config, tmp_path, stop_after: int):
-  """Trains `config` straight through, and again stopped after `stop_after` steps and resumed: the final states
-  are equal bit for bit. Returns the final state (numpy)."""
-  import jax
-  import numpy as np
-  from cnnjax import checkpoint
-  from cnnjax.train import loop
-  loop.run(config, str(tmp_path / "straight"))
-  loop.run(config, str(tmp_path / "resumed"), stop_after_steps=stop_after)
-  loop.run(config, str(tmp_path / "resumed"))
-  a, _ = checkpoint.load_numpy(str(tmp_path / "straight"))
-  b, _ = checkpoint.load_numpy(str(tmp_path / "resumed"))
-  jax.tree.map(np.testing.assert_array_equal, a, b)
-  return a
+# `dev`: few examples, for daily work; `ci`: Hypothesis' defaults (100 examples). .ci/run passes
+# --hypothesis-profile=ci; without it, `ci` where the CI variable is set, else `dev`.
+settings.register_profile("ci", settings())
+settings.register_profile("dev", max_examples=10)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture
 def make_config():
-  return tiny_config
+  return helpers.tiny_config
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+  """A finished tiny run (6 steps, checkpoints at 3 and 6, eval at 3 and 6) and its config: read, don't change
+  (copy it with `copy_run`)."""
+  from cnnjax.train import loop
+  c = helpers.tiny_config()
+  workdir = tmp_path_factory.mktemp("finished") / "run"
+  loop.run(c, str(workdir))
+  return c, workdir
+
+
+@pytest.fixture
+def copy_run(tmp_path):
+  """copy_run(src) -> a copy of the run directory `src` in this test's tmp_path."""
+  def copy(src, name="run"):
+    dst = tmp_path / name
+    shutil.copytree(src, dst)
+    return dst
+  return copy

@@ -6,19 +6,19 @@ import os
 import subprocess
 import sys
 
-from tests import _runner
+from tests import helpers
 
 
 def _run(tmp_path, module, *args):
   cmd = [sys.executable, "-m", "tests._fake_bucket", str(tmp_path / "bucket-root"), module, *args]
-  r = subprocess.run(cmd, cwd=tmp_path, env=_runner.env(1), capture_output=True, text=True, timeout=600)
+  r = subprocess.run(cmd, cwd=tmp_path, env=helpers.env(1), capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
   return r
 
 
 def _main(tmp_path, *overrides):
-  return _run(tmp_path, "experiments.main", "--config", os.path.join(_runner.ROOT, "configs/resnet.py"),
-              "--workdir", "gs://lab/runs/r1", *_runner.TINY, "--config.checkpoint_every_steps=2", *overrides)
+  return _run(tmp_path, "experiments.main", "--config", os.path.join(helpers.ROOT, "configs/resnet.py"),
+              "--workdir", "gs://lab/runs/r1", *helpers.TINY, "--config.checkpoint_every_steps=2", *overrides)
 
 
 def test_gs_workdir_is_written_and_resumed_through_the_entry_points(tmp_path):
@@ -38,7 +38,7 @@ def test_gs_workdir_is_written_and_resumed_through_the_entry_points(tmp_path):
   r = _run(tmp_path, "experiments.plot", "gs://lab/runs", "--out", "gs://lab/plots")
   assert (tmp_path / "bucket-root" / "lab" / "plots" / "curves.png").read_bytes()[:4] == b"\x89PNG"
   assert "| r1 | 4 |" in (tmp_path / "bucket-root" / "lab" / "plots" / "results.md").read_text()
-  r = _run(tmp_path, "experiments.sweep", "--config", os.path.join(_runner.ROOT, "configs/ablation.py"),
+  r = _run(tmp_path, "experiments.sweep", "--config", os.path.join(helpers.ROOT, "configs/ablation.py"),
            "--workdir", "gs://lab/sweep", "--dry_run")
   assert "new      gs://lab/sweep/" in r.stdout
   assert sorted(os.listdir(tmp_path)) == ["bucket-root"]  # no local ./gs:/ folder, nothing else written here

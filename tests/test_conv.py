@@ -10,6 +10,7 @@ from jax import lax
 
 from cnnjax.layers import IMPLS, conv_general_dilated
 from cnnjax.layers.conv import convolve
+from tests import helpers
 
 HI = lax.Precision.HIGHEST
 LAYOUTS = {1: [("NWC", "WIO", "NWC"), ("NCW", "OIW", "NCW")],
@@ -91,7 +92,7 @@ def test_forward_and_vjp_match_lax(impl):
 
   # Winograd: fewer examples, each compiles its forward and hand-written VJP transforms (seconds each); the
   # explicit odd-size, batch-1 and bf16 cases are in tests/test_cpu_fast.py.
-  @settings(max_examples=10 if impl == "winograd" else 20, deadline=None)
+  @settings(max_examples=helpers.examples(10 if impl == "winograd" else 20), deadline=None)
   @given(problems(impl))
   def run(p):
     outcomes.append(_check(impl, p, tol))

@@ -12,7 +12,7 @@ from cnnjax.layers import impl_plan
 from cnnjax.layers._conv_spec import make_spec
 from cnnjax.train import loop
 from cnnjax.workdir import read_jsonl
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _spec(k, stride=1, dilation=1):

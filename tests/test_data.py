@@ -12,6 +12,7 @@ from cnnjax import data
 from cnnjax.data import sources, transforms
 from cnnjax.errors import ConfigError
 from configs import default, resnet
+from tests import helpers
 
 
 def _config(name="synthetic", **dataset):
@@ -210,7 +211,7 @@ def test_inception_crop_box_hand_worked():
   assert transforms.inception_crop_box(100, 20, StubRng(*([1.0, np.log(4 / 3)] * 10))) == (36, 0, 27, 20)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=helpers.examples(60), deadline=None)
 @given(h=st.integers(1, 400), w=st.integers(1, 400), seed=st.integers(0, 2**31))
 def test_inception_crop_box_stays_inside_with_bounded_aspect(h, w, seed):
   top, left, bh, bw = transforms.inception_crop_box(h, w, np.random.default_rng(seed))

@@ -6,7 +6,7 @@ from sklearn.datasets import load_digits
 from cnnjax import data
 from cnnjax.data import sources
 from cnnjax.errors import ConfigError
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _raw_digits(split):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import plot, sweep
-from tests import _runner
+from tests import helpers
 
 
 def test_grid_hand_worked():
@@ -22,11 +22,11 @@ def test_grid_hand_worked():
 
 
 def _sweep(workdir, *args):
-  tiny = [a for a in _runner.TINY if "stage_sizes" not in a and "image_size" not in a]
+  tiny = [a for a in helpers.TINY if "stage_sizes" not in a and "image_size" not in a]
   cmd = [sys.executable, "-m", "experiments.sweep", "--config", "configs/ablation.py", "--workdir", str(workdir),
          *tiny, "--config.model.stage_sizes=(1, 1, 1)", "--config.dataset.image_size=8",
          "--config.num_train_steps=4", "--config.eval_every_steps=2", "--config.log_every_steps=2", *args]
-  return subprocess.run(cmd, cwd=_runner.ROOT, env=_runner.env(1), capture_output=True, text=True, timeout=900)
+  return subprocess.run(cmd, cwd=helpers.ROOT, env=helpers.env(1), capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -17,8 +18,8 @@ from cnnjax.workdir import read_jsonl
 from cnnjax import checkpoint
 from cnnjax.errors import ConfigError
 from cnnjax.train import loop
-from tests import _runner
-from tests.conftest import tiny_config
+from tests import helpers
+from tests.helpers import tiny_config
 
 LONG = ["--config.num_train_steps=40", "--config.checkpoint_every_steps=4", "--config.log_every_steps=2",
         "--config.eval_every_steps=20", "--config.dataset.image_size=16", "--config.dataset.augment=pad_crop"]
@@ -62,7 +63,7 @@ def _wait_for(pred, proc, timeout=120.0, poll=0.005):
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
   ref = tmp_path / "ref"
-  r = _runner.run_main(ref, *LONG)
+  r = helpers.run_main(ref, *LONG)
   assert r.returncode == 0, r.stderr[-3000:]
   work = tmp_path / "killed"
   rng = random.Random(0)
@@ -72,7 +73,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
   plan = ["during_save", "after_step", "random_time", "during_save", "after_step"]
   kills = []
   for how in plan:
-    p = subprocess.Popen(_runner.main_cmd(work, *LONG), cwd=_runner.ROOT, env=_runner.env(1),
+    p = subprocess.Popen(helpers.main_cmd(work, *LONG), cwd=helpers.ROOT, env=helpers.env(1),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     start_steps = {s for s, _ in _train_entries(work)}
     if how == "during_save":
@@ -87,7 +88,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
       kills.append((how, bool(hit)))
     p.wait()
   assert any(how == "during_save" and hit for how, hit in kills), kills
-  r = _runner.run_main(work, *LONG)  # the same command, once more: it finishes the run
+  r = helpers.run_main(work, *LONG)  # the same command, once more: it finishes the run
   assert r.returncode == 0, r.stderr[-3000:]
   _assert_same_run(ref, work)
   assert not glob.glob(os.path.join(ckpts, "*damaged*"))  # kills never damage a finalized checkpoint
@@ -97,10 +98,10 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_preemption_signal_saves_and_exits_then_resumes(tmp_path, signum):
   ref = tmp_path / "ref"
-  r = _runner.run_main(ref, *LONG)
+  r = helpers.run_main(ref, *LONG)
   assert r.returncode == 0, r.stderr[-3000:]
   work = tmp_path / "pre"
-  p = subprocess.Popen(_runner.main_cmd(work, *LONG), cwd=_runner.ROOT, env=_runner.env(1),
+  p = subprocess.Popen(helpers.main_cmd(work, *LONG), cwd=helpers.ROOT, env=helpers.env(1),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   assert _wait_for(lambda: any(s >= 6 for s, _ in _train_entries(work)), p)
   p.send_signal(signum)
@@ -109,7 +110,7 @@ def test_preemption_signal_saves_and_exits_then_resumes(tmp_path, signum):
   saved = checkpoint.Manager(str(work / "checkpoints")).latest_step()
   assert f"at step {saved}" in err and saved >= 6
   assert max(s for s, _ in _train_entries(work)) == saved  # metrics flushed up to the saved step
-  r = _runner.run_main(work, *LONG)
+  r = helpers.run_main(work, *LONG)
   assert r.returncode == 0, r.stderr[-3000:]
   _assert_same_run(ref, work, split_window_at=saved)
 
@@ -139,25 +140,88 @@ def test_nonfinite_skip_counts_and_stops_after_too_many(tmp_path):
     loop.run(c, str(tmp_path / "limit"))
 
 
-def test_damaged_checkpoints_fall_back_to_newest_good_one(tmp_path, caplog):
-  c = tiny_config(num_train_steps=6, checkpoint_every_steps=2, log_every_steps=2, lr_schedule="constant",
+@pytest.fixture(scope="module")
+def six_and_eight(tmp_path_factory):
+  """A run stopped at step 6 (checkpoints 2, 4, 6) and the same run trained straight to step 8 (the reference a
+  resume from step 4 must equal)."""
+  c = tiny_config(num_train_steps=8, checkpoint_every_steps=2, log_every_steps=2, lr_schedule="constant",
                   keep_checkpoints=5)
-  loop.run(c, str(tmp_path / "work"))
-  ckpts = tmp_path / "work" / "checkpoints"
-  for f in glob.glob(str(ckpts / "6" / "state" / "**" / "*"), recursive=True):  # truncate step 6's files
-    if os.path.isfile(f):
-      open(f, "w").close()
-  os.makedirs(ckpts / "8")                                        # an empty step directory
-  os.makedirs(ckpts / "10.orbax-checkpoint-tmp-1234" / "state")  # a leftover temporary directory
-  c.num_train_steps = 8
-  loop.run(c, str(tmp_path / "work"))
-  assert "checkpoint step 8 cannot be restored" in caplog.text
+  root = tmp_path_factory.mktemp("damage")
+  loop.run(c, str(root / "six"), stop_after_steps=6)
+  loop.run(c, str(root / "ref"))
+  return c, root / "six", root / "ref"
+
+
+def _largest_array_file(step_dir):
+  files = [f for f in glob.glob(str(step_dir / "state" / "**" / "d" / "*"), recursive=True) if os.path.isfile(f)]
+  return max(files, key=os.path.getsize)
+
+
+def _truncate(f):
+  with open(f, "r+b") as fh:
+    fh.truncate(os.path.getsize(f) // 2)
+
+
+def _zero_fill(f):
+  with open(f, "r+b") as fh:
+    fh.write(bytes(os.path.getsize(f)))
+
+
+def _flip_bit(f):
+  with open(f, "r+b") as fh:
+    fh.seek(os.path.getsize(f) // 2)
+    b = fh.read(1)[0]
+    fh.seek(-1, os.SEEK_CUR)
+    fh.write(bytes([b ^ 0x10]))
+
+
+# Each way a finalized step's files get damaged (on a disk, a bucket, by a copy), applied to step 6.
+DAMAGE = {
+    "array_file_truncated": lambda d: _truncate(_largest_array_file(d)),
+    "array_file_deleted": lambda d: os.remove(_largest_array_file(d)),
+    "array_file_zero_filled": lambda d: _zero_fill(_largest_array_file(d)),
+    "array_file_bit_flipped": lambda d: _flip_bit(_largest_array_file(d)),
+    "manifest_missing": lambda d: os.remove(d / "state" / "manifest.ocdbt"),
+    "state_missing": lambda d: shutil.rmtree(d / "state"),
+    "every_file_emptied": lambda d: [open(f, "w").close() for f in glob.glob(str(d / "state" / "**" / "*"),
+                                                                             recursive=True) if os.path.isfile(f)],
+    # Written by an older version, or killed between finalizing and sealing: no files.json to compare with.
+    "unsealed_array_file_truncated": lambda d: (os.remove(d / checkpoint.SEAL), _truncate(_largest_array_file(d))),
+    "unsealed_manifest_missing": lambda d: (os.remove(d / checkpoint.SEAL), os.remove(d / "state" / "manifest.ocdbt")),
+}
+
+
+@pytest.mark.parametrize("how", list(DAMAGE))
+def test_damaged_checkpoint_is_moved_aside_and_the_run_resumes_from_the_next_older(six_and_eight, copy_run, how,
+                                                                                    caplog):
+  caplog.set_level(logging.INFO, logger="cnnjax")
+  c, six, ref = six_and_eight
+  work = copy_run(six)
+  ckpts = work / "checkpoints"
+  DAMAGE[how](ckpts / "6")
+  loop.run(c, str(work))
   assert "checkpoint step 6 cannot be restored" in caplog.text
-  assert os.path.isdir(ckpts / "8.damaged-0") and os.path.isdir(ckpts / "6.damaged-0")  # kept, not deleted
+  assert os.path.isdir(ckpts / "6.damaged-0")                       # kept, not deleted
+  assert "restored checkpoint step 4" in caplog.text
   assert checkpoint.Manager(str(ckpts)).all_steps() == [2, 4, 6, 8]  # resumed from 4, saved 6 and 8 anew
-  loop.run(c, str(tmp_path / "ref"))
-  a, _ = checkpoint.load_numpy(str(tmp_path / "ref"))
-  b, _ = checkpoint.load_numpy(str(tmp_path / "work"))
+  a, _ = checkpoint.load_numpy(str(ref))
+  b, _ = checkpoint.load_numpy(str(work))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_empty_step_and_leftover_temporary_directories(six_and_eight, copy_run, caplog):
+  """An empty step directory is damage (moved aside); Orbax's leftover temporary directory is not a step."""
+  caplog.set_level(logging.INFO, logger="cnnjax")
+  c, six, ref = six_and_eight
+  work = copy_run(six)
+  ckpts = work / "checkpoints"
+  os.makedirs(ckpts / "7")
+  os.makedirs(ckpts / "10.orbax-checkpoint-tmp-1234" / "state")
+  loop.run(c, str(work))
+  assert "checkpoint step 7 cannot be restored (empty step directory)" in caplog.text
+  assert os.path.isdir(ckpts / "7.damaged-0") and "restored checkpoint step 6" in caplog.text
+  a, _ = checkpoint.load_numpy(str(ref))
+  b, _ = checkpoint.load_numpy(str(work))
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
@@ -264,12 +328,12 @@ def test_all_checkpoints_damaged_needs_restart_which_keeps_the_old_attempt(tmp_p
 
 def test_second_launch_on_a_busy_workdir_exits_naming_the_holder(tmp_path):
   work, endless = tmp_path / "w", (*LONG, "--config.num_train_steps=100000")
-  popen = lambda: subprocess.Popen(_runner.main_cmd(work, *endless), cwd=_runner.ROOT, env=_runner.env(1),
+  popen = lambda: subprocess.Popen(helpers.main_cmd(work, *endless), cwd=helpers.ROOT, env=helpers.env(1),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   first = popen()
   try:
     assert _wait_for(lambda: _train_entries(work), first, timeout=300)
-    second = _runner.run_main(work, *endless, timeout=300)
+    second = helpers.run_main(work, *endless, timeout=300)
     assert second.returncode == 4, second.stderr[-2000:]
     assert f"in use by pid {first.pid} on " in second.stderr
     assert first.poll() is None  # the first run goes on, untouched
@@ -305,3 +369,34 @@ def test_rerun_at_the_last_step_writes_missing_final_metrics(tmp_path):
   again = json.loads((tmp_path / loop.FINAL).read_text())
   assert again["step"] == 4 and again["eval"]["top1"] == final["eval"]["top1"]
   assert [e["step"] for e in read_jsonl(str(path)) if e["split"] == "eval"] == [4]
+
+
+def test_restart_moves_every_file_an_attempt_wrote(tmp_path):
+  """Every name an attempt can write is moved to previous/<n>/ (the lock and earlier attempts stay), with its
+  contents; a second restart goes to previous/1/."""
+  from cnnjax import workdir as workdir_lib
+  work = tmp_path / "w"
+  (work / "previous" / "0").mkdir(parents=True)
+  (work / "lock.json").write_text("")
+  for name in workdir_lib.ATTEMPT:
+    if name.endswith((".json", ".jsonl")):
+      (work / name).write_text(f'"{name}"')
+    else:
+      (work / name / "inner").mkdir(parents=True)
+  assert workdir_lib.move_aside(str(work)) == work / "previous" / "1"
+  assert sorted(os.listdir(work)) == ["lock.json", "previous"]
+  moved = work / "previous" / "1"
+  assert sorted(os.listdir(moved)) == sorted(workdir_lib.ATTEMPT)
+  assert (moved / "vocab.json").read_text() == '"vocab.json"' and (moved / "checkpoints" / "inner").is_dir()
+
+
+def test_a_run_writes_only_files_restart_knows(finished_run, tmp_path):
+  """What a finished run (and an evaluation of it) leaves in its workdir is all in workdir.ATTEMPT, so
+  --restart moves all of it: a new file must be added there."""
+  from cnnjax import workdir as workdir_lib
+  c, work = finished_run
+  work = shutil.copytree(work, tmp_path / "w")
+  loop.evaluate_checkpoint(c, str(work))
+  assert set(os.listdir(work)) <= set(workdir_lib.ATTEMPT) | {workdir_lib.LOCK}
+  assert {"config.json", "metrics.jsonl", "final_metrics.json", "checkpoints", "tensorboard", "eval",
+          "conv_impls.json"} <= set(os.listdir(work))

@@ -191,7 +191,7 @@ def test_adadelta_with_max_norm_two_steps_by_hand():
 def _toy_sst(tmp_path, **fields):
   """Sentences whose class is told by one word among shared filler words (test sentences are new combinations
   of the words), as SST-2's line files in tmp_path; a small kim_cnn config for them."""
-  from tests.conftest import tiny_config
+  from tests.helpers import tiny_config
   rng = np.random.default_rng(0)
   filler = ["the", "a", "film", "was", "quite", "and", "plot", "it"]
   cue = {0: ["dull", "boring"], 1: ["great", "superb"]}
@@ -234,7 +234,7 @@ def test_text_run_resumes_exactly_with_its_saved_vocabulary(tmp_path):
   after the training file gained new words (recomputing it would change the embedding's size)."""
   from cnnjax import checkpoint
   from cnnjax.train import loop
-  from tests.conftest import assert_resume_is_exact
+  from tests.helpers import assert_resume_is_exact
   c = _toy_sst(tmp_path, num_train_steps=8, checkpoint_every_steps=4, eval_every_steps=8, log_every_steps=4)
   a = assert_resume_is_exact(c, tmp_path, stop_after=4)
   with open(tmp_path / "stsa.binary.train", "a") as f:
@@ -243,6 +243,30 @@ def test_text_run_resumes_exactly_with_its_saved_vocabulary(tmp_path):
   loop.run(c, str(tmp_path / "resumed"))  # restores step 8: the embedding kept its size
   b, step = checkpoint.load_numpy(str(tmp_path / "resumed"))
   assert step == 10 and jax.tree.map(np.shape, b["params"]) == jax.tree.map(np.shape, a["params"])
+
+
+def test_restarted_text_run_builds_its_vocabulary_from_its_own_data(tmp_path):
+  """--restart on other data: the new vocabulary is the new training file's words (counted here by hand: by
+  falling count, ties alphabetical, after <pad> and <unk>); the old vocab.json is kept under previous/0/."""
+  import collections
+  import json
+  from cnnjax.train import loop
+  old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+  old_dir.mkdir()
+  new_dir.mkdir()
+  c = _toy_sst(old_dir, num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2, log_every_steps=2)
+  loop.run(c, str(tmp_path / "w"))
+  old_vocab = json.loads((tmp_path / "w" / "vocab.json").read_text())
+  lines = [f"{i % 2} {'zebra ' * (i % 3)}{['yak', 'gnu'][i % 2]} okapi" for i in range(40)]
+  for split in ("train", "dev", "test"):
+    (new_dir / f"stsa.binary.{split}").write_text("\n".join(lines) + "\n")
+  c.dataset.data_dir = str(new_dir)
+  loop.run(c, str(tmp_path / "w"), restart=True)
+  counts = collections.Counter(w for line in lines for w in line.split()[1:])
+  want = ["<pad>", "<unk>", *sorted(counts, key=lambda w: (-counts[w], w))]
+  assert json.loads((tmp_path / "w" / "vocab.json").read_text())["words"] == want
+  assert json.loads((tmp_path / "w" / "previous" / "0" / "vocab.json").read_text()) == old_vocab
+  assert old_vocab["words"] != want
 
 
 @pytest.mark.parametrize("preset", list(kim_cnn.PRESETS))

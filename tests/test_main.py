@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from tests import _runner
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,17 +55,17 @@ def test_eval_mode_reproduces_the_last_logged_eval(tmp_path):
   """`--mode=eval` on a finished run restores its newest checkpoint and gives exactly the eval the run logged
   at that step; it writes eval/<split>_<step>.json and changes nothing else (metrics.jsonl untouched)."""
   import json
-  r = _runner.run_main(tmp_path, "--config.num_train_steps=4", "--config.eval_every_steps=4")
+  r = helpers.run_main(tmp_path, "--config.num_train_steps=4", "--config.eval_every_steps=4")
   assert r.returncode == 0, r.stderr[-2000:]
   before = (tmp_path / "metrics.jsonl").read_text()
   logged = [json.loads(line) for line in before.splitlines() if '"eval"' in line][-1]
-  r = _runner.run_main(tmp_path, "--config.num_train_steps=4", "--mode=eval")
+  r = helpers.run_main(tmp_path, "--config.num_train_steps=4", "--mode=eval")
   assert r.returncode == 0, r.stderr[-2000:]
   got = json.loads((tmp_path / "eval" / "test_4.json").read_text())
   for k in ("loss", "top1", "top5", "count"):
     assert got[k] == logged[k], k
   assert f"top1 {logged['top1']:.4f}" in r.stdout
   assert (tmp_path / "metrics.jsonl").read_text() == before
-  r = _runner.run_main(tmp_path, "--config.num_train_steps=4", "--mode=eval", "--split=train")
+  r = helpers.run_main(tmp_path, "--config.num_train_steps=4", "--mode=eval", "--split=train")
   assert r.returncode == 0, r.stderr[-2000:]
   assert json.loads((tmp_path / "eval" / "train_4.json").read_text())["count"] == 1442

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 
 from cnnjax.train import optim
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def test_cosine_with_warmup_hand_computed():

@@ -15,7 +15,7 @@ import pytest
 from cnnjax import checkpoint, models
 from cnnjax.workdir import read_jsonl
 from cnnjax.train import state as state_lib, steps
-from tests import _runner
+from tests import helpers
 
 STEPS = ["--config.num_train_steps=4", "--config.checkpoint_every_steps=4", "--config.log_every_steps=2",
          "--config.eval_every_steps=4"]
@@ -32,7 +32,7 @@ def _assert_states_close(a, b, rtol=2e-5, atol=2e-6):
 def test_eight_devices_equal_one_device(tmp_path):
   """Same global batch (32) with batch norm: data-parallel over 8 CPU devices matches 1 device."""
   for n in (1, 8):
-    r = _runner.run_main(tmp_path / f"d{n}", *STEPS, devices=n)
+    r = helpers.run_main(tmp_path / f"d{n}", *STEPS, devices=n)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"on {n} devices" in r.stderr
   a, _ = checkpoint.load_numpy(str(tmp_path / "d1"))
@@ -48,10 +48,10 @@ def test_eight_devices_equal_one_device(tmp_path):
 
 @pytest.mark.slow
 def test_fsdp_sharded_params_equal_replicated(tmp_path):
-  r = _runner.run_main(tmp_path / "rep", *STEPS, devices=4)
+  r = helpers.run_main(tmp_path / "rep", *STEPS, devices=4)
   assert r.returncode == 0, r.stderr[-3000:]
   assert re.search(r"0 of \d+ state arrays sharded", r.stderr)
-  r = _runner.run_main(tmp_path / "fsdp", *STEPS, "--config.parallel.shard_params=True",
+  r = helpers.run_main(tmp_path / "fsdp", *STEPS, "--config.parallel.shard_params=True",
                        "--config.parallel.shard_min_size=256", devices=4)
   assert r.returncode == 0, r.stderr[-3000:]
   a, _ = checkpoint.load_numpy(str(tmp_path / "rep"))
@@ -66,12 +66,12 @@ def test_fsdp_sharded_params_equal_replicated(tmp_path):
 
 
 def _start_multihost(workdir, num_processes, extra=()):
-  port = _runner.free_port()
+  port = helpers.free_port()
   procs = []
   for i in range(num_processes):
-    cmd = _runner.main_cmd(workdir, *STEPS, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+    cmd = helpers.main_cmd(workdir, *STEPS, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                            "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}", *extra)
-    procs.append(subprocess.Popen(cmd, cwd=_runner.ROOT, env=_runner.env(2), stdout=subprocess.PIPE,
+    procs.append(subprocess.Popen(cmd, cwd=helpers.ROOT, env=helpers.env(2), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True))
   return procs
 
@@ -92,7 +92,7 @@ def test_two_processes_match_one_process(tmp_path):
   fps = [re.search(r"process (\d): final parameters fingerprint (\w+)", err).groups() for _, _, err in results]
   assert {f[0] for f in fps} == {"0", "1"} and fps[0][1] == fps[1][1]  # both hold the same parameters
   assert "Done" in results[0][1] and "Done" not in results[1][1]      # only process 0 reports and writes
-  r = _runner.run_main(tmp_path / "single", *STEPS, devices=4)
+  r = helpers.run_main(tmp_path / "single", *STEPS, devices=4)
   assert r.returncode == 0, r.stderr[-3000:]
   a, _ = checkpoint.load_numpy(str(tmp_path / "single"))
   b, step = checkpoint.load_numpy(str(tmp_path / "mh"))
@@ -136,11 +136,11 @@ def test_ctrl_c_on_one_of_two_processes_saves_and_both_exit_75(tmp_path):
 
 @pytest.mark.slow
 def test_missing_peer_ends_with_clear_message(tmp_path):
-  port = _runner.free_port()
-  cmd = _runner.main_cmd(tmp_path / "alone", *STEPS, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+  port = helpers.free_port()
+  cmd = helpers.main_cmd(tmp_path / "alone", *STEPS, f"--config.distributed.coordinator_address=127.0.0.1:{port}",
                          "--config.distributed.num_processes=2", "--config.distributed.process_id=0",
                          "--config.distributed.initialization_timeout=8")
-  r = subprocess.run(cmd, cwd=_runner.ROOT, env=_runner.env(1), capture_output=True, text=True, timeout=120)
+  r = subprocess.run(cmd, cwd=helpers.ROOT, env=helpers.env(1), capture_output=True, text=True, timeout=120)
   assert r.returncode == 3
   assert "did not start within 8 s" in r.stderr and f"127.0.0.1:{port}" in r.stderr
 
@@ -192,7 +192,7 @@ def test_grad_accumulation_with_batch_norm_is_ghost_batch_norm():
 @pytest.mark.slow
 def test_bfloat16_trains_within_margin_of_float32(tmp_path):
   from cnnjax.train import loop
-  from tests.conftest import tiny_config
+  from tests.helpers import tiny_config
   results = {}
   for dtype in ("float32", "bfloat16"):
     c = tiny_config(num_train_steps=120, eval_every_steps=120, checkpoint_every_steps=120, log_every_steps=40,
@@ -224,13 +224,13 @@ def _convs_in_bf16(c) -> bool:
 def test_restart_reuses_compilation_cache(tmp_path):
   cache = tmp_path / "cache"
   args = (*STEPS, f"--config.compilation_cache_dir={cache}")
-  r = _runner.run_main(tmp_path / "a", *args)
+  r = helpers.run_main(tmp_path / "a", *args)
   assert r.returncode == 0, r.stderr[-2000:]
   first = set(os.listdir(cache))
   assert first, "nothing was cached"
   # A fresh process, a fresh workdir: the step programs are read from the cache (JAX logs each hit with
   # JAX_LOG_COMPILES), and nothing new is written.
-  r = _runner.run_main(tmp_path / "b", *args, extra_env={"JAX_LOG_COMPILES": "1"})
+  r = helpers.run_main(tmp_path / "b", *args, extra_env={"JAX_LOG_COMPILES": "1"})
   assert r.returncode == 0, r.stderr[-2000:]
   for name in ("jit_train_step", "jit_eval_step"):
     assert f"Persistent compilation cache hit for '{name}'" in r.stderr, r.stderr[-3000:]

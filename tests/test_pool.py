@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from cnnjax import layers
 from cnnjax.layers import avg_pool, local_response_norm, max_pool
 from cnnjax.layers.pool import lp_pool
+from tests import helpers
 
 X55 = jnp.arange(25, dtype=jnp.float32).reshape(1, 5, 5, 1)
 
@@ -98,7 +99,7 @@ def _pool_numpy(x, k, s, p, d, ceil_mode, op, count_include_pad=True):
   return y
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=helpers.examples(20), deadline=None)
 @given(nd=st.integers(1, 3), k=st.integers(1, 3), s=st.integers(1, 3), p=st.integers(0, 1), d=st.integers(1, 2),
        ceil_mode=st.booleans(), count_include_pad=st.booleans(), size=st.integers(3, 6), seed=st.integers(0, 1000))
 def test_pools_match_numpy_loops(nd, k, s, p, d, ceil_mode, count_include_pad, size, seed):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from cnnjax.layers import avg_pool, lp_pool, max_pool
+from tests import helpers
 
 TORCH = {("max", 1): F.max_pool1d, ("max", 2): F.max_pool2d, ("avg", 1): F.avg_pool1d, ("avg", 2): F.avg_pool2d,
          ("lp", 1): F.lp_pool1d, ("lp", 2): F.lp_pool2d}
@@ -57,7 +58,7 @@ def _cotangent(y_shape, seed):
   return np.random.default_rng(seed + 1).normal(size=y_shape).astype(np.float32)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=helpers.examples(20), deadline=None)
 @given(cases())
 def test_max_pool_values_indices_and_gradients_equal_torch(c):
   x = _input(c)
@@ -76,7 +77,7 @@ def test_max_pool_values_indices_and_gradients_equal_torch(c):
   np.testing.assert_allclose(_jax_grad(lambda v: max_pool(v, **kw), x, ct), t_grad, rtol=1e-6, atol=1e-6)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=helpers.examples(15), deadline=None)
 @given(cases(dilation=False), st.booleans(), st.sampled_from([None, None, 3]))
 def test_avg_pool_values_and_gradients_equal_torch(c, count_include_pad, divisor_override):
   x = _input(c)
@@ -91,7 +92,7 @@ def test_avg_pool_values_and_gradients_equal_torch(c, count_include_pad, divisor
   np.testing.assert_allclose(_jax_grad(lambda v: avg_pool(v, **kw), x, ct), t_grad, rtol=1e-5, atol=1e-6)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=helpers.examples(25), deadline=None)
 @given(cases(dilation=False, padding=False), st.sampled_from([1, 2, 3, 1.5, float("inf"), -float("inf")]))
 def test_lp_pool_values_and_gradients_equal_torch(c, p):
   """Inputs in [0, 2] (zero windows are common) for p != 1; p = 1 with signs, where sums of zero occur too."""

@@ -10,7 +10,7 @@ import pytest
 from cnnjax.workdir import read_jsonl
 from cnnjax import checkpoint
 from cnnjax.train import loop
-from tests.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 def _final_params(workdir, config):

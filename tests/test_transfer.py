@@ -12,7 +12,7 @@ import pytest
 from cnnjax import checkpoint, layers
 from cnnjax.errors import ConfigError
 from cnnjax.train import loop, optim, steps
-from tests.conftest import assert_resume_is_exact, tiny_config
+from tests.helpers import assert_resume_is_exact, tiny_config
 
 SYNTH5 = {"dataset.name": "synthetic", "dataset.synthetic.num_classes": 5, "dataset.synthetic.image_shape": (8, 8, 1),
           "dataset.synthetic.num_train": 128, "dataset.synthetic.num_eval": 64}
