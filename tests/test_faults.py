@@ -260,6 +260,8 @@ def test_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
     ({"optimizer": "adam"}, r"config.optimizer='adam' is invalid: one of \('sgd', 'adamw', 'adadelta'\)"),
     ({"model.norm": "batchnorm"},
      r"config.model \('resnet20'\) cannot be built: norm='batchnorm' is not one of \('batch', 'group'"),
+    ({"model.name": "resnet21"}, r"unknown model 'resnet21'.*resnet20"),
+    ({"model.shortcut": "Z"}, r"config.model \('resnet20'\) cannot be built: .*shortcut"),
     ({"dataset.name": "cifar11"}, r"unknown data set dataset.name='cifar11'"),
     ({"model.name": "lenet5", "model.width": None, "model.stage_sizes": None, "model.residual": None,
       "model.norm": None, "model.shortcut": None, "model.zero_init_residual": None},
@@ -269,7 +271,7 @@ def test_invalid_values_fail_before_compiling(tmp_path, override, message):
   with pytest.raises((ConfigError, ValueError), match=message) as e:
     loop.run(tiny_config(**override), str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "w")  # nothing written, not even the workdir
-  if "norm" in override or "name" in override and "image_size" not in message:
+  if "image_size" not in message:
     assert "image_size" not in str(e.value)  # only a genuinely too-small input blames the image size
 
 
