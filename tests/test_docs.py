@@ -29,8 +29,8 @@ def commands(markdown: str):
   trailing backslash) and inline code spans. A command ends at `&&`, `;`, `|`, a `#` comment or the quote that
   closes an enclosing string (`--command "... python -m x ..."`)."""
   found = []
-  blocks = re.findall(r"^```[^\n]*\n(.*?)^```", markdown, re.S | re.M)
-  prose = re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)
+  blocks = re.findall(r"^```[^\n]*\n(.*?)^```", markdown, re.DOTALL | re.MULTILINE)
+  prose = re.sub(r"^```.*?^```", "", markdown, flags=re.DOTALL | re.MULTILINE)
   for text, in_block in [(b.replace("\\\n", " "), True) for b in blocks] + \
                         [(s.replace("\n", " "), False) for s in re.findall(r"`([^`]+)`", prose)]:
     for line in text.splitlines():
