@@ -1,5 +1,5 @@
-"""The commands the docs quote run: every `python -m <module> ...` in README.md and docs/guide/*.md names a module
-that exists, uses only flags its entry point defines, and overrides (`--config.a.b=v`) only fields of the config
+"""The commands the docs quote run: every `python -m <module> ...` in README.md, docs/guide/*.md and the config files'
+docstrings names a module that exists, uses only flags its entry point defines, and overrides (`--config.a.b=v`) only fields of the config
 file it names, whose preset that file accepts.
 
 The flags are read from each entry point's source (absl `DEFINE_*` calls, argparse `add_argument` calls), so
@@ -17,6 +17,7 @@ from ml_collections import ConfigDict
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs" / "guide").glob("*.md"))]
+CONFIGS = sorted((ROOT / "configs").glob("[!_]*.py"))
 PROJECT = ("cnnjax", "experiments", "benchmarks")  # modules whose flags are checked; others only exist
 ABSL_BUILTIN = {"help", "helpfull", "helpshort", "helpxml", "flagfile", "undefok", "verbosity", "v",
                 "logtostderr", "alsologtostderr", "log_dir", "stderrthreshold"}
@@ -49,6 +50,12 @@ def commands(markdown: str):
         if argv and re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", argv[0]):  # not a placeholder (`python -m ...`)
           found.append((argv, in_block))
   return found
+
+
+def docstring_commands(path):
+  """The commands in a Python file's docstring (lines joined at a trailing backslash), each complete."""
+  doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+  return [c for c, _ in commands("```\n" + doc + "\n```\n")]
 
 
 def entry_point(module: str):
@@ -151,7 +158,7 @@ def problems(argv, in_block: bool):
   if in_block and not given & HELP:
     out += [f"--{r} is required by {module}" for r in sorted(ep["required"] - given)]
   overrides = values.get("config.", [])
-  if config_spec:
+  if config_spec and "$" not in config_spec:  # `configs/transfer.py:$p` in a loop names no one preset
     try:
       config = load_config(config_spec)
     except (OSError, ValueError) as e:
@@ -207,6 +214,17 @@ def test_quoted_commands_name_real_modules_flags_and_fields(doc):
   bad = [f"python -m {' '.join(argv)}\n    " + "\n    ".join(p) for argv, in_block in found
          if (p := problems(argv, in_block))]
   assert not bad, f"{doc.relative_to(ROOT)}:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_each_config_docstring_starts_with_its_command(path):
+  """Its first command trains this config, and every command it quotes would parse."""
+  found = docstring_commands(path)
+  assert found, f"{path.name}: no `python -m` command in its docstring"
+  if path.name != "default.py":  # the base is never run on its own; its docstring names a config that is
+    assert any(a.split(":")[0] == f"configs/{path.name}" for a in found[0]), found[0]
+  bad = [f"python -m {' '.join(argv)}: " + "; ".join(p) for argv in found if (p := problems(argv, True))]
+  assert not bad, f"{path.name}:\n" + "\n".join(bad)
 
 
 def test_the_docs_quote_commands():
