@@ -75,7 +75,7 @@ def entry_point(module: str):
     fn = node.func.attr
     consts = [a.value for a in node.args if isinstance(a, ast.Constant)]
     kw = {k.arg: k.value for k in node.keywords}
-    if fn.startswith("DEFINE_") and consts:
+    if fn.startswith("DEFINE_") and fn != "DEFINE_alias" and consts:  # the docs use the flags' own names
       kind = "absl"
       spec = {"bool": fn in ("DEFINE_bool", "DEFINE_boolean"), "config": fn == "DEFINE_config_file"}
       if fn == "DEFINE_enum":
@@ -199,12 +199,15 @@ def test_checker_catches_planted_mistakes():
   assert problems(["experiments.main", "--config", "configs/resnet.py", "--workdir", "w", "--mode=test"], True)
   assert problems(["experiments.main", "--config", "configs/resnet.py"], True)            # --workdir missing
   assert problems(["experiments.plot", "runs/a", "--x", "time"], False)
-  assert problems(["cnnjax.summary", "--input_shape", "8,8,1"], False)                     # argparse: --input-shape
+  assert problems(["cnnjax.summary", "--input-shape", "8,8,1"], False)    # an alias kept for old scripts, not docs
+  assert problems(["benchmarks.conv", "--write-table"], False)             # argparse: --write_table
+  assert problems(["benchmarks.conv", "--shapes", "5x5"], False)           # argparse choices
   assert problems(["no_such_module_anywhere"], False)
   assert not problems(["experiments.main", "--config", "configs/kim_cnn.py:trec", "--workdir", "w",
                        "--config.dataset.vectors=v.txt", "--norestart", "--mode", "eval"], True)
   assert not problems(["cnnjax.pretrained", "--model", "googlenet", "--weights", "w", "--out", "o",
-                       "--no-transform-input"], True)
+                       "--notransform_input"], True)
+  assert not problems(["benchmarks.conv", "--table", "--write_table", "--shapes", "3x3", "-h"], True)
   assert not problems(["experiments.main", "--helpfull"], True)
 
 
