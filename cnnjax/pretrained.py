@@ -18,7 +18,6 @@ Command: `python -m cnnjax.pretrained --model resnet50 --weights FILE --out DIR`
 `batch_stats`, readable as a workdir by `cnnjax.checkpoint.load_numpy`) and DIR/pretrained.json (the zoo model,
 its options, the class count, the preprocessing the weights expect, the source file). `load(DIR)` reads both.
 """
-import argparse
 import datetime
 import os
 import re
@@ -28,9 +27,10 @@ from typing import Any, Callable, Dict, Mapping, NamedTuple, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from flax import traverse_util
 
-from cnnjax import checkpoint, models
+from cnnjax import checkpoint, cli, models
 from cnnjax.errors import ConfigError
 from cnnjax import workdir as workdir_lib
 from cnnjax.models import vgg
@@ -247,16 +247,30 @@ def load(directory: str):
   return meta["model"], meta["options"], variables, meta["preprocessing"]
 
 
+def define_flags(fv: flags.FlagValues) -> flags.FlagValues:
+  flags.DEFINE_string("model", None, f"torchvision's name: {', '.join(NAMES)}", flag_values=fv)
+  flags.DEFINE_string("weights", None, ".safetensors, or .pth/.pt (needs torch)", flag_values=fv)
+  flags.DEFINE_string("out", None, f"a new checkpoint directory: writes OUT/checkpoints/0/ and OUT/{JSON_NAME}",
+                      flag_values=fv)
+  flags.DEFINE_integer("resize_size", None, "shorter side before the centre crop (default 256)", flag_values=fv)
+  flags.DEFINE_integer("input_size", None, "centre crop the weights expect (default 224)", flag_values=fv)
+  flags.DEFINE_bool("transform_input", None, "GoogLeNet's transform_input (default: on, as torchvision's weights "
+                    "were trained)", flag_values=fv)
+  for name in ("resize_size", "input_size", "transform_input"):  # the spellings of the argparse version
+    flags.DEFINE_alias(name.replace("_", "-"), name, flag_values=fv)
+  flags.mark_flags_as_required(["model", "weights", "out"], flag_values=fv)
+  return fv
+
+
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m cnnjax.pretrained", description=__doc__.split("\n\n")[0])
-  parser.add_argument("--model", required=True, help=f"torchvision's name: {', '.join(NAMES)}")
-  parser.add_argument("--weights", required=True, help=".safetensors, or .pth/.pt (needs torch)")
-  parser.add_argument("--out", required=True, help="new checkpoint directory")
-  parser.add_argument("--resize-size", type=int, help="shorter side before the centre crop (default 256)")
-  parser.add_argument("--input-size", type=int, help="centre crop the weights expect (default 224)")
-  parser.add_argument("--transform-input", action=argparse.BooleanOptionalAction,
-                      help="GoogLeNet's transform_input (default: on, as torchvision's weights were trained)")
-  args = parser.parse_args(argv)
+  """The command on `argv` (without the program name), as a function; returns the exit status."""
+  return cli.call(define_flags, _run, argv)
+
+
+def _run(args, rest) -> int:
+  if rest:
+    print(f"error: unexpected arguments {rest}", file=sys.stderr)
+    return 2
   try:
     prep = preprocessing(args.model)
     if args.transform_input and args.model != "googlenet":
@@ -276,4 +290,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.program(define_flags, _run)

@@ -1,6 +1,6 @@
 """A layer-by-layer summary of a model: output shape, parameters, multiply-accumulates, receptive field, jump.
 
-  python -m cnnjax.summary --model resnet50 --input-shape 224,224,3 [--num-classes 1000] [--option k=v ...]
+  python -m cnnjax.summary --model resnet50 --input_shape 224,224,3 [--num_classes 1000] [--option k=v ...]
   python -m cnnjax.summary --config configs/resnet.py[:preset]
 
 Rows are the model's convolutions, dense layers, norms and pools in call order (traced with
@@ -11,15 +11,18 @@ j_out = j_in * stride; where branches meet (residual, inception), the largest re
 The zoo pools with the MaxPool/AvgPool modules so they appear here; a pool called as a plain function is
 invisible to the summary (its receptive-field growth is then missed). Dense layers after global pooling show
 no receptive field.
+
+Prints the table; writes nothing.
 """
-import argparse
 import math
 import sys
 from typing import List
 
 import flax.linen as nn
 import jax
+from absl import flags
 
+from cnnjax import cli
 from cnnjax.layers import BatchNorm
 from cnnjax.models import init_variables
 
@@ -89,14 +92,26 @@ def format_table(rows, total_params) -> str:
   return "\n".join(lines)
 
 
+def define_flags(fv: flags.FlagValues) -> flags.FlagValues:
+  flags.DEFINE_string("model", None, "a registered model name (cnnjax.models.names())", flag_values=fv)
+  flags.DEFINE_string("input_shape", None, "H,W,C, e.g. 224,224,3", flag_values=fv)
+  flags.DEFINE_alias("input-shape", "input_shape", flag_values=fv)
+  flags.DEFINE_integer("num_classes", 1000, "outputs of the classifier", flag_values=fv)
+  flags.DEFINE_alias("num-classes", "num_classes", flag_values=fv)
+  flags.DEFINE_multi_string("option", [], "model option k=v (Python literal values); repeatable", flag_values=fv)
+  flags.DEFINE_string("config", None, "a config file[:preset]; takes model, input size and classes from it",
+                      flag_values=fv)
+  return fv
+
+
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--model", help="a registered model name (cnnjax.models.names())")
-  p.add_argument("--input-shape", help="H,W,C, e.g. 224,224,3")
-  p.add_argument("--num-classes", type=int, default=1000)
-  p.add_argument("--option", action="append", default=[], help="model option k=v (Python literal values)")
-  p.add_argument("--config", help="a config file[:preset]; takes model, input size and classes from it")
-  a = p.parse_args(argv)
+  """The command on `argv` (without the program name), as a function."""
+  return cli.call(define_flags, _run, argv)
+
+
+def _run(a, args):
+  if args:
+    sys.exit(f"error: unexpected arguments {args}")
   import ast
   from cnnjax import models
   from cnnjax import config as config_lib
@@ -113,7 +128,7 @@ def main(argv=None):
       shape = tuple(int(v) for v in a.input_shape.split(","))
       opts = {k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in a.option)}
     else:
-      p.error("give --config, or --model and --input-shape")
+      sys.exit("error: give --config, or --model and --input_shape")
     model = models.create(name, num_classes=classes, **opts)
     rows, total = layer_table(model, shape)
   except (ConfigError, ValueError, TypeError) as e:
@@ -123,4 +138,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main()
+  cli.program(define_flags, _run)

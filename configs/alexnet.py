@@ -1,5 +1,9 @@
 """AlexNet (Krizhevsky et al. 2012) and torchvision's one-column variant.
 
+  python -m experiments.main --config configs/alexnet.py --workdir runs/alexnet
+
+Not trained here: tests/test_configs.py builds each preset's model at its input size; the paper's numbers are below.
+
 Presets: `:digits` (default: the two-column net on the embedded digits at 67x67, the smallest input its strides
 allow with a 1x1 map before the classifier; a smoke-scale run), `:imagenet` (the paper's recipe).
 Paper recipe (Sec. 5): 227x227 crops of 256x256 images + flips + PCA colour noise, batch 128, SGD momentum 0.9,

@@ -1,5 +1,8 @@
 """The shared base config: every field the training loop reads, with the defaults of flax's examples.
 
+Not run on its own: `python -m experiments.main --config configs/resnet.py --workdir runs/resnet` runs the
+default experiment on top of it. The fields: docs/guide/running.md.
+
 Experiment configs import this and change a few fields. Durations: `num_train_steps` wins when > 0, else
 `num_epochs` x steps per epoch. Cadences (`*_every_steps`) of -1 mean once per epoch.
 """

@@ -1,5 +1,9 @@
 """GoogLeNet / Inception v1 (Szegedy et al. 2015).
 
+  python -m experiments.main --config configs/googlenet.py --workdir runs/googlenet
+
+Not trained here: tests/test_configs.py builds each preset's model at its input size; the paper's numbers are below.
+
 Presets: `:digits` (default: the paper layout on the embedded digits at 96x96, the smallest size at which the
 auxiliary heads' 5x5/3 pool still fits; a smoke-scale run), `:imagenet` (paper layout), `:torchvision`
 (torchvision's layout with batch norm, for imported weights).

@@ -1,6 +1,11 @@
 """ResNet-50 trained from scratch on a labelled subset of ImageNet: the supervised baselines of semi-supervised
 learning papers, evaluated on the full ImageNet validation set (top-1 and top-5 every epoch).
 
+  python -m experiments.main --config configs/imagenet_subset.py:10pct --workdir runs/r50-10pct \
+      --config.dataset.data_dir=$DATA
+
+Not measured here (no ImageNet on this project's machines): the numbers below are the papers'.
+
 Numbers to reproduce (ResNet-50, supervised on the subset only, ImageNet validation top-5):
   - `:1pct`  (imagenet2012_subset/1pct, 12,811 images, ~13 per class): 48.4% top-5 (25.4% top-1)
   - `:10pct` (imagenet2012_subset/10pct, 128,116 images):              80.4% top-5 (56.4% top-1)
@@ -28,7 +33,7 @@ How to run (the data cannot be downloaded automatically: ImageNet needs a login)
          --config.dataset.data_dir=$DATA
   3. A TPU pod slice: the same command on every host (`gcloud compute tpus tpu-vm ssh NAME --worker=all
      --command "..."`) with a gs:// workdir and data_dir; JAX finds the other hosts itself. GPU clusters under
-     SLURM: `srun` the same command once per host. See README.md, "Scaling out".
+     SLURM: `srun` the same command once per host. See docs/guide/scaling.md.
 """
 from configs import resnet
 

@@ -1,5 +1,11 @@
 """LeNet on the embedded digits (LeCun et al. 1998; LeNet-1 of LeCun et al. 1989/1995).
 
+  python -m experiments.main --config configs/lenet.py:fashion_mnist --workdir runs/lenet5-fm
+  python -m experiments.sweep --config configs/lenet.py:fashion_mnist_both --workdir runs/lenet_fashion
+
+Measured on Fashion-MNIST, 20 epochs (docs/depth.md): the paper's LeNet-5 13.86% test error, the modern one
+9.18%.
+
 Presets: `:lenet5` (default; 32x32 input as in the paper), `:lenet5_modern` (ReLU, max-pool, full C3),
 `:lenet1` (28x28 input), and on Fashion-MNIST (the real 28x28 images; `:fashion_mnist` the paper's LeNet-5,
 `:fashion_mnist_modern` the modern one, `:fashion_mnist_both` both as a sweep): each image centred on the paper's 32x32 field (zero padding, no

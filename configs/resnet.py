@@ -1,8 +1,14 @@
 """ResNet experiments. Default: CIFAR ResNet-20 (He et al. 2016, Sec. 4.2) on the embedded handwritten digits.
 
-Default (`--config configs/resnet.py`): ResNet-20, option-A shortcuts, batch norm, digits resized to 32x32
-with pad-2 random crops, SGD + Nesterov momentum 0.9, lr 0.1 cosine, weight decay 5e-4, batch 64, 15 epochs.
-It runs in a few minutes on a 2-core CPU and reaches >= 95% test top-1 (measured numbers: README.md).
+  python -m experiments.main --config configs/resnet.py --workdir runs/resnet
+
+Measured (2-core CPU, jax 0.10.2): 2 min 49 s, 99.15% test top-1 on the 355 test digits, 100% top-5.
+`:fashion_mnist` trained on classes 0-4 only (`'--config.dataset.classes=(0,1,2,3,4)' --config.num_epochs=8`)
+reached 94.2% on their test images (docs/transfer.md); 6-epoch ResNets and plain nets of 20-56 layers at this
+preset's recipe: configs/ablation.py:fashion_mnist, docs/depth.md.
+
+Default: ResNet-20, option-A shortcuts, batch norm, digits resized to 32x32 with pad-2 random crops, SGD +
+Nesterov momentum 0.9, lr 0.1 cosine, weight decay 5e-4, batch 64, 15 epochs.
 
 The paper's CIFAR-10 recipe (Sec. 4.2): batch 128, lr 0.1 divided by 10 at 32k and 48k iterations, stopped at
 64k, weight decay 1e-4, momentum 0.9, 4-pixel pad + random crop + flip; ResNet-20 reaches 8.75% test error,

@@ -1,5 +1,12 @@
 """Transfer from a CIFAR ResNet-20 trained on Fashion-MNIST classes 0-4 to new classes, with few labels.
 
+  python -m experiments.sweep --config configs/transfer.py:fashion_finetune --workdir runs/transfer/fashion_finetune
+  python -m experiments.transfer_report --runs runs/transfer --out docs/transfer_results
+
+Measured (test top-1, mean over 3 label subsets; docs/transfer.md): Fashion classes 5-9 at 1 / 5 / 10 labels per
+class: from scratch 40.8 / 68.7 / 76.0, linear probe 56.3 / 74.1 / 81.6, fine-tune all 58.9 / 78.8 / 84.7,
+early stages frozen 59.2 / 75.6 / 82.4; all labels 92.3 / 93.0 / 93.0 / 91.3.
+
 Pretraining (the `init.checkpoint` of every transfer run; BASE below):
   python -m experiments.main --config configs/resnet.py:fashion_mnist --workdir runs/fashion_base04 \
       '--config.dataset.classes=(0,1,2,3,4)' --config.num_epochs=8

@@ -1,6 +1,10 @@
 """VGG (Simonyan & Zisserman 2015), any column of Table 1 via `--config.model.name` (vgg_a ... vgg_e, vgg11..19,
 *_bn).
 
+  python -m experiments.main --config configs/vgg.py --workdir runs/vgg11
+
+Not trained here: tests/test_configs.py builds each preset's model at its input size; the paper's numbers are below.
+
 Presets: `:digits` (default: VGG-11 with batch norm on the embedded digits at 32x32, where the five pools leave
 a 1x1 map; the classifier still sees 7x7x512 through the adaptive pool, as torchvision's), `:imagenet`.
 Paper recipe (Sec. 3.1): batch 256, SGD momentum 0.9, weight decay 5e-4, dropout 0.5 on the first two FC layers,

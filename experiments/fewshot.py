@@ -1,7 +1,7 @@
 """Few-shot classification of novel classes on the features of a network trained on base classes.
 
   python -m experiments.fewshot --workdir W [--layers stem_conv,stage3_block3] [--shots 1,5,10] [--episodes 300]
-                                [--novel-classes 5,6,7,8,9] [--queries 15] [--seed 0] [--out DIR]
+                                [--novel_classes 5,6,7,8,9] [--queries 15] [--seed 0] [--out DIR]
 
 W is a training workdir whose config.dataset.classes lists the base classes (train with e.g.
 `--config.dataset.classes=(0,1,2,3,4)`); the novel classes (default: all the others) must be disjoint from them.
@@ -18,13 +18,12 @@ Accuracy: mean over episodes with a 95% interval (1.96 standard errors). Compact
 to its nearest own-class neighbour against its nearest rival) of the whole novel pool and of the base
 evaluation set, per layer. Writes DIR/results.md and DIR/fewshot.png and prints the table.
 """
-import argparse
 import os
-import sys
 
 import numpy as np
+from absl import flags
 
-from cnnjax import fewshot, viz
+from cnnjax import cli, fewshot, viz
 
 METHODS = ("1-NN", "k-NN", "nearest centroid", "logistic probe", "FRiS-Stolp")
 ABSTAIN_AT = 0.2
@@ -76,18 +75,32 @@ def mean_ci(values):
   return v.mean(), 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
 
 
+def define_flags(fv: flags.FlagValues) -> flags.FlagValues:
+  flags.DEFINE_string("workdir", None, "a training workdir trained on base classes (config.dataset.classes)",
+                      flag_values=fv)
+  flags.DEFINE_string("layers", "stem_conv,stage1_block3,stage2_block3,stage3_block3",
+                      "comma-separated module paths whose outputs are the features", flag_values=fv)
+  flags.DEFINE_string("shots", "1,5,10", "comma-separated support examples per class", flag_values=fv)
+  flags.DEFINE_integer("episodes", 300, "episodes per layer and shot count", flag_values=fv)
+  flags.DEFINE_integer("queries", 15, "query examples per class and episode", flag_values=fv)
+  flags.DEFINE_string("novel_classes", None, "comma-separated labels (default: all but the base ones)",
+                      flag_values=fv)
+  flags.DEFINE_alias("novel-classes", "novel_classes", flag_values=fv)
+  flags.DEFINE_integer("seed", 0, "draws the episodes", flag_values=fv)
+  flags.DEFINE_string("out", None, "output folder for results.md and fewshot.png (default: WORKDIR/fewshot)",
+                      flag_values=fv)
+  flags.mark_flag_as_required("workdir", flag_values=fv)
+  return fv
+
+
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--layers", default="stem_conv,stage1_block3,stage2_block3,stage3_block3",
-                 help="comma-separated module paths")
-  p.add_argument("--shots", default="1,5,10")
-  p.add_argument("--episodes", type=int, default=300)
-  p.add_argument("--queries", type=int, default=15, help="query examples per class and episode")
-  p.add_argument("--novel-classes", default=None, help="comma-separated labels (default: all but the base ones)")
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--out", default=None, help="output folder (default: WORKDIR/fewshot)")
-  a = p.parse_args(argv)
+  """The command on `argv` (without the program name), as a function."""
+  return cli.call(define_flags, run, argv)
+
+
+def run(a, args):
+  if args:
+    raise SystemExit(f"error: unexpected arguments {args}")
   layers = a.layers.split(",")
   shots = [int(s) for s in a.shots.split(",")]
   model, variables, config, info = viz.load_workdir(a.workdir)
@@ -98,7 +111,7 @@ def main(argv=None):
   novel = (tuple(int(c) for c in a.novel_classes.split(",")) if a.novel_classes
            else tuple(c for c in range(info.num_classes) if c not in base))
   if set(novel) & set(base):
-    raise SystemExit(f"error: --novel-classes={novel} overlaps the base classes {base} the network was trained on")
+    raise SystemExit(f"error: --novel_classes={novel} overlaps the base classes {base} the network was trained on")
 
   base_x, _ = viz.eval_images(config, info, split=config.dataset.train_split)
   base_test_x, base_test_y = viz.eval_images(config, info)
@@ -181,4 +194,4 @@ def plot(results, compact, layers, shots, png, title):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.program(define_flags, run)

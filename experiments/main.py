@@ -3,7 +3,9 @@
   python -m experiments.main --config configs/resnet.py[:preset] --workdir runs/r1 [--config.a.b=value ...]
 
 The same command on a CPU, a GPU host or every host of a TPU slice. Running it again with the same workdir
-resumes from the latest checkpoint.
+resumes from the latest checkpoint. Writes into the workdir: config.json, metrics.jsonl, tensorboard/,
+checkpoints/<step>/, conv_impls.json, final_metrics.json at the end (and vocab.json, preprocessing.json,
+class_names.json where they apply); `--mode=eval` writes only eval/<split>_<step>.json. docs/guide/running.md.
 """
 import logging
 import sys

@@ -10,15 +10,14 @@ metrics per run, wall time, and the test top-1 at the best dev evaluation where 
 DIR defaults to the first argument. With --filters, each workdir also gets filters.png, the first convolution's
 filters of its newest checkpoint.
 """
-import argparse
 import io
 import json
-import sys
 
 import flax
 import numpy as np
+from absl import flags
 
-from cnnjax import viz
+from cnnjax import cli, viz
 from cnnjax import workdir as workdir_lib
 
 M = workdir_lib.METRICS
@@ -198,17 +197,29 @@ def mean_table(workdirs, field: str):
   return "\n".join(rows) + "\n"
 
 
+def define_flags(fv: flags.FlagValues) -> flags.FlagValues:
+  """The command's flags; its positional arguments are workdirs, or folders holding workdirs."""
+  flags.DEFINE_string("out", None, "output folder DIR for curves.png and results.md (default: the first path)",
+                      flag_values=fv)
+  flags.DEFINE_enum("x", "epoch", ["epoch", "step"], "the curves' x axis", flag_values=fv)
+  flags.DEFINE_bool("filters", False, "also write each run's first-layer filters as <workdir>/filters.png",
+                    flag_values=fv)
+  flags.DEFINE_bool("fig6", False, "also write DIR/fig6.png: He et al. 2016 Fig. 6's two panels (plain and residual "
+                    "nets with batch norm, training and test error by epoch)", flag_values=fv)
+  flags.DEFINE_string("mean_over", None, "a config field (e.g. dataset.fold): also write DIR/mean.md, one row per "
+                      "group of runs that differ only in it", flag_values=fv)
+  return fv
+
+
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("paths", nargs="+", help="workdirs, or folders holding workdirs")
-  p.add_argument("--out", default=None, help="output folder (default: the first path)")
-  p.add_argument("--x", default="epoch", choices=("epoch", "step"))
-  p.add_argument("--filters", action="store_true", help="also write each run's first-layer filters as filters.png")
-  p.add_argument("--fig6", action="store_true", help="also write DIR/fig6.png: He et al. 2016 Fig. 6's two panels "
-                 "(plain and residual nets with batch norm, training and test error by epoch)")
-  p.add_argument("--mean_over", default=None, help="a config field (e.g. dataset.fold): also write DIR/mean.md, "
-                 "one row per group of runs that differ only in it")
-  a = p.parse_args(argv)
+  """The command on `argv` (without the program name), as a function."""
+  return cli.call(define_flags, run, argv)
+
+
+def run(a, paths):
+  if not paths:
+    raise SystemExit("error: give at least one workdir or folder of workdirs")
+  a.paths = paths
   workdirs = find_workdirs(a.paths)
   if not workdirs:
     raise SystemExit(f"error: no workdirs with metrics.jsonl under {a.paths}")
@@ -229,4 +240,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.program(define_flags, run)

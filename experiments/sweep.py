@@ -5,9 +5,10 @@
 
 `sweep` is a tuple of axes; an axis is (field, values) or ((field, field, ...), (value_tuple, ...)) for fields
 that change together. Each run is `python -m experiments.main` with that run's --config.field=value overrides
-(plus the ones given here) in `<workdir>/<field=value,...>/`. Re-running skips finished runs (final_metrics.json)
-and resumes unfinished ones from their checkpoints; a finished run whose num_epochs or num_train_steps (the sweep's
-or the command line's) changed since is run again, which extends it. On several machines, give each `--shard i/n`.
+(plus the ones given here) in `<workdir>/<field=value,...>/`, its output in `<workdir>/<field=value,...>.log`.
+Re-running skips finished runs (final_metrics.json) and resumes unfinished ones from their checkpoints; a
+finished run whose num_epochs or num_train_steps (the sweep's or the command line's) changed since is run again,
+which extends it. On several machines, give each `--shard i/n`.
 """
 import itertools
 import os

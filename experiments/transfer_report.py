@@ -7,13 +7,14 @@ subsets (dataset.subset_seed) of each (target, method, labels per class), and wr
 mean ± sample standard deviation, and the number of subsets) and <out>.png (accuracy against labels per class,
 one line per method, one panel per target).
 """
-import argparse
 import collections
 import os
 from typing import Dict, List, Tuple
 
 import numpy as np
+from absl import flags
 
+from cnnjax import cli
 from cnnjax import workdir as workdir_lib
 from configs import transfer
 
@@ -89,11 +90,21 @@ def figure(results, path: str) -> None:
   fig.savefig(path, dpi=120)
 
 
+def define_flags(fv: flags.FlagValues) -> flags.FlagValues:
+  flags.DEFINE_string("runs", None, "the folder holding <target>_<method>/<run>/ workdirs", flag_values=fv)
+  flags.DEFINE_string("out", None, "a path without extension: writes <out>.md and <out>.png", flag_values=fv)
+  flags.mark_flags_as_required(["runs", "out"], flag_values=fv)
+  return fv
+
+
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--runs", required=True)
-  parser.add_argument("--out", required=True, help="path without extension: writes .md and .png")
-  args = parser.parse_args(argv)
+  """The command on `argv` (without the program name), as a function."""
+  return cli.call(define_flags, run, argv)
+
+
+def run(args, rest) -> None:
+  if rest:
+    raise SystemExit(f"error: unexpected arguments {rest}")
   results = collect(args.runs)
   text = table(results)
   with open(args.out + ".md", "w") as f:
@@ -103,4 +114,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-  main()
+  cli.program(define_flags, run)

@@ -8,14 +8,13 @@ With --workdir (a training workdir: config.json + checkpoints/): filters.png (fi
 (the layers whose path matches --layers, for eval example --index) and dead_maps.png + dead_maps.md (per layer,
 channels that are zero everywhere over the first --batch eval examples, for every conv, pool and block).
 """
-import argparse
 import gzip
 import os
-import sys
 
 import numpy as np
+from absl import flags
 
-from cnnjax import viz
+from cnnjax import cli, viz
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -64,16 +63,27 @@ def workdir_figures(workdir: str, out: str, layers: str, index: int, batch: int)
   return pngs + [md]
 
 
+def define_flags(fv: flags.FlagValues) -> flags.FlagValues:
+  flags.DEFINE_string("out", None, "output folder for the PNGs (and dead_maps.md)", flag_values=fv)
+  flags.DEFINE_string("workdir", None, "a training workdir: also write filters.png, feature_maps.png, dead_maps.png "
+                      "and dead_maps.md", flag_values=fv)
+  flags.DEFINE_string("layers", r"stem_conv|stage\d_block\d", "regex on module paths (whole path) for "
+                      "feature_maps.png", flag_values=fv)
+  flags.DEFINE_integer("index", 0, "eval example shown in feature_maps.png", flag_values=fv)
+  flags.DEFINE_integer("batch", 256, "eval examples over which dead maps are counted", flag_values=fv)
+  flags.DEFINE_string("impl", "direct", "convolution implementation for the hand-made kernels", flag_values=fv)
+  flags.mark_flag_as_required("out", flag_values=fv)
+  return fv
+
+
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--out", required=True, help="output folder")
-  p.add_argument("--workdir", default=None, help="a training workdir for filters, feature maps and dead maps")
-  p.add_argument("--layers", default=r"stem_conv|stage\d_block\d",
-                 help="regex on module paths (whole path) for feature_maps.png")
-  p.add_argument("--index", type=int, default=0, help="eval example shown in feature_maps.png")
-  p.add_argument("--batch", type=int, default=256, help="eval examples over which dead maps are counted")
-  p.add_argument("--impl", default="direct", help="convolution implementation for the hand-made kernels")
-  a = p.parse_args(argv)
+  """The command on `argv` (without the program name), as a function."""
+  return cli.call(define_flags, run, argv)
+
+
+def run(a, args):
+  if args:
+    raise SystemExit(f"error: unexpected arguments {args}")
   os.makedirs(a.out, exist_ok=True)
   pngs = kernel_figures(a.out, a.impl)
   x = viz.LECTURE_POOL_INPUT
@@ -85,4 +95,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  cli.program(define_flags, run)
