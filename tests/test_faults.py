@@ -1,5 +1,5 @@
 """Faults a long run meets, each tried for real: kills, preemption signals, non-finite losses, damaged
-checkpoints, torn metrics, a config changed under a workdir, invalid values. README.md ("Faults") lists them."""
+checkpoints, torn metrics, a config changed under a workdir, invalid values. docs/guide/faults.md lists them."""
 import glob
 import json
 import logging

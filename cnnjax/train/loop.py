@@ -4,8 +4,8 @@ Everything it needs comes from the config; it holds no global state. The same fu
 GPU host and on every process of a multi-host TPU slice (batches are global jax.Arrays over the 'data' mesh
 axis; only process 0 writes to the workdir, which may be a bucket URL). `setup` builds one `Run` (lock, data,
 model, state restored or initialised, compiled steps, writers); `run` is the loop; the periodic actions
-(`TrainLog`, `evaluate`, checkpointing, preemption) are small pieces of their own. Faults it handles (README,
-"Faults"): kills, SIGTERM/SIGINT, non-finite steps, damaged checkpoints, a second launch on the same workdir,
+(`TrainLog`, `evaluate`, checkpointing, preemption) are small pieces of their own. Faults it handles
+(docs/guide/faults.md): kills, SIGTERM/SIGINT, non-finite steps, damaged checkpoints, a second launch on the same workdir,
 a config changed under a workdir.
 """
 import dataclasses
