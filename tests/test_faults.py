@@ -1,10 +1,12 @@
 """Faults a long run meets, each tried for real: kills, preemption signals, non-finite losses, damaged
 checkpoints, torn metrics, a config changed under a workdir, invalid values. docs/guide/faults.md lists them."""
 import glob
+import importlib.util
 import json
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -402,3 +404,28 @@ def test_a_run_writes_only_files_restart_knows(finished_run, tmp_path):
   assert set(os.listdir(work)) <= set(workdir_lib.ATTEMPT) | {workdir_lib.LOCK}
   assert {"config.json", "metrics.jsonl", "final_metrics.json", "checkpoints", "tensorboard", "eval",
           "conv_impls.json"} <= set(os.listdir(work))
+
+
+def _bad_workdirs(tmp_path):
+  (tmp_path / "a_file").write_text("x")
+  cases = {"existing_file": (tmp_path / "a_file", r"is an existing file, not a folder"),
+           "inside_a_file": (tmp_path / "a_file" / "run", r"lies inside the file .*a_file, not a folder"),
+           "cannot_be_created": ("/proc/nope/run", r"cannot be created: .*\(/proc/nope\)")}
+  if importlib.util.find_spec("s3fs") is None:
+    cases["bucket_without_its_package"] = ("s3://bucket/run", r"s3:// needs a package .*Fix: pip install s3fs")
+  return cases
+
+
+@pytest.mark.parametrize("case", ["existing_file", "inside_a_file", "cannot_be_created",
+                                  "bucket_without_its_package"])
+def test_unusable_workdir_is_a_config_error_naming_it_and_the_fix(tmp_path, case):
+  cases = _bad_workdirs(tmp_path)
+  if case not in cases:
+    pytest.skip("s3fs is installed here")
+  workdir, message = cases[case]
+  with pytest.raises(ConfigError, match=r"--workdir " + re.escape(str(workdir)) + ".*" + message):
+    loop.run(tiny_config(), str(workdir))
+  eval_message = r"no checkpoint to evaluate in /proc/nope/run" if case == "cannot_be_created" else message
+  with pytest.raises(ConfigError, match=eval_message):  # evaluation-only runs check it too, creating nothing
+    loop.evaluate_checkpoint(tiny_config(), str(workdir))
+  assert (tmp_path / "a_file").read_text() == "x"

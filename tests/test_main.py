@@ -6,7 +6,7 @@ import sys
 
 from tests import helpers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = helpers.ROOT
 
 
 def _main(*args, timeout=300):
@@ -69,3 +69,14 @@ def test_eval_mode_reproduces_the_last_logged_eval(tmp_path):
   r = helpers.run_main(tmp_path, "--config.num_train_steps=4", "--mode=eval", "--split=train")
   assert r.returncode == 0, r.stderr[-2000:]
   assert json.loads((tmp_path / "eval" / "train_4.json").read_text())["count"] == 1442
+
+
+def test_unusable_workdir_is_one_fatal_line_with_status_2(tmp_path):
+  """A --workdir that is a file, or a bucket whose package is missing: one FATAL line naming the workdir, the
+  cause and the fix, status 2 (like every bad argument), no traceback."""
+  (tmp_path / "f").write_text("x")
+  for workdir, fix in [(tmp_path / "f", "Use another --workdir"), ("s3://bucket/run", "pip install s3fs")]:
+    r = helpers.run_main(workdir, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert lines[-1].startswith(f"FATAL: --workdir {workdir}") and fix in lines[-1]

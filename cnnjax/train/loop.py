@@ -482,6 +482,8 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
   create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype)
   sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
                                       config.parallel.shard_params, config.parallel.shard_min_size)
+  if not (workdir / workdir_lib.CHECKPOINTS).is_dir():  # checked first: the manager would create the folder
+    raise ConfigError(f"no checkpoint to evaluate in {workdir / workdir_lib.CHECKPOINTS}")
   ckpt = checkpoint.Manager(workdir / workdir_lib.CHECKPOINTS)
   try:
     state, step = ckpt.restore(_template(create, sharding), step)
