@@ -149,6 +149,33 @@ def test_bad_options_are_config_errors():
     init(models.create("kim_cnn", num_classes=2, variant="static", **TINY), IDS)
 
 
+@pytest.mark.parametrize("opts, message", [
+    ({"vocab_size": 1}, r"vocab_size=1 is invalid: the data set's vocabulary size \(>= 2\)"),
+    ({"windows": ()}, r"config.model.windows=\(\) is invalid: positive window sizes"),
+    ({"windows": (3, 0)}, r"config.model.windows=\(3, 0\) is invalid: positive window sizes"),
+])
+def test_vocabulary_and_window_errors_name_the_field(opts, message):
+  with pytest.raises(ConfigError, match=message):
+    init(models.create("kim_cnn", num_classes=2, **{**TINY, **opts}), IDS)
+
+
+def test_ids_outside_the_vocabulary_are_read_as_unk():
+  """An id >= vocab_size or < 0 gives the logits of <unk> (id 1) in its place, not those of the last row (what
+  an unchecked jnp.take under jit gives) nor an error."""
+  model = models.create("kim_cnn", num_classes=2, **TINY)
+  params = init(model, IDS)
+  vocab = params["embedding"].shape[0]
+  logits = lambda ids: np.asarray(model.apply({"params": params}, np.asarray(ids, np.int32), train=False))
+  outside = IDS.copy()
+  outside[0, 1], outside[2, 0] = vocab + 5, -3
+  as_unk = IDS.copy()
+  as_unk[0, 1], as_unk[2, 0] = 1, 1
+  as_last = IDS.copy()
+  as_last[0, 1], as_last[2, 0] = vocab - 1, vocab - 1
+  np.testing.assert_array_equal(logits(outside), logits(as_unk))
+  assert np.abs(logits(outside) - logits(as_last)).max() > 1e-4
+
+
 def test_max_norm_against_numpy():
   rng = np.random.default_rng(0)
   params = {"output": {"kernel": rng.normal(size=(5, 3)).astype(np.float32), "bias": np.ones(3, np.float32)},

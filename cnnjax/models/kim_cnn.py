@@ -22,6 +22,10 @@ architecture variant, so the training loop and the optimizer need no per-variant
 exactly zero, so Adadelta, SGD and Adam leave them unchanged; weight decay would still shrink them (Kim uses
 none).
 
+Token ids outside the vocabulary (negative, or >= vocab_size: data encoded with another vocabulary) are read
+as `<unk>` (id 1), like a word the vocabulary does not hold; a jitted lookup cannot raise, and without this
+`jnp.take` would silently use the last row.
+
 The padding word (id 0) is the zero vector: its row is initialised to zero and the lookup multiplies by
 (id != 0), so its gradient is zero and it stays zero under training. Pretrained vectors come from the data
 (`embedding_init`, see cnnjax.data.text.pretrained_init), as does `vocab_size`.
@@ -39,6 +43,7 @@ from cnnjax.errors import ConfigError
 from cnnjax.layers import Conv
 from cnnjax.models.registry import register
 
+UNK = 1  # the id of `<unk>` (cnnjax.data.text's vocabularies)
 VARIANTS = ("rand", "static", "non-static", "multichannel")
 
 
@@ -72,6 +77,8 @@ class KimCNN(nn.Module):
       raise ConfigError(f"vocab_size={self.vocab_size} is invalid: the data set's vocabulary size (>= 2)")
     if not self.windows or min(self.windows) < 1:
       raise ConfigError(f"config.model.windows={tuple(self.windows)!r} is invalid: positive window sizes")
+    if self.embedding_init is None and self.embed_dim < 1:
+      raise ConfigError(f"config.model.embed_dim={self.embed_dim} is invalid: a positive width")
 
   @nn.compact
   def __call__(self, ids, *, train: bool):
@@ -82,7 +89,9 @@ class KimCNN(nn.Module):
     if self.variant == "static":
       table = jax.lax.stop_gradient(table)
     pad = max(self.windows) - 1
-    ids = jnp.pad(ids.astype(jnp.int32), ((0, 0), (pad, pad)))
+    ids = ids.astype(jnp.int32)
+    ids = jnp.where((ids < 0) | (ids >= self.vocab_size), UNK, ids)  # outside the vocabulary: <unk>
+    ids = jnp.pad(ids, ((0, 0), (pad, pad)))
     keep = (ids != 0)[..., None].astype(self.dtype)
     lookup = lambda t: jnp.take(t.astype(self.dtype), ids, axis=0) * keep
     x = lookup(table)
