@@ -13,6 +13,17 @@ from fsspec.implementations.local import LocalFileSystem
 
 
 def install(root: str) -> None:
+  """`gs://` for epath (fsspec) and for Orbax's TensorStore writes, both served from the folder `root`."""
+  local = install_fsspec(root)
+  import os
+  from orbax.checkpoint._src.path import gcs_utils
+  from orbax.checkpoint._src.serialization import tensorstore_utils
+  tensorstore_utils._normalize_path = lambda p: local(os.path.normpath(p).replace("gs:/", "gs://"))
+  gcs_utils.is_hierarchical_namespace_enabled = lambda path: False  # asks the GCS API otherwise
+
+
+def install_fsspec(root: str):
+  """`gs://` for epath only (enough for the workdir's JSON files and lock); returns the path mapping."""
   root = root.rstrip("/")
 
   def local(path) -> str:
@@ -44,11 +55,7 @@ def install(root: str) -> None:
 
   fsspec.register_implementation("gcs", FakeGCS, clobber=True)
   fsspec.register_implementation("gs", FakeGCS, clobber=True)
-  import os
-  from orbax.checkpoint._src.path import gcs_utils
-  from orbax.checkpoint._src.serialization import tensorstore_utils
-  tensorstore_utils._normalize_path = lambda p: local(os.path.normpath(p).replace("gs:/", "gs://"))
-  gcs_utils.is_hierarchical_namespace_enabled = lambda path: False  # asks the GCS API otherwise
+  return local
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Faults a long run meets, each tried for real: kills, preemption signals, non-finite losses, damaged
 checkpoints, torn metrics, a config changed under a workdir, invalid values. docs/guide/faults.md lists them."""
+import errno
 import glob
 import importlib.util
 import json
@@ -27,11 +28,6 @@ LONG = ["--config.num_train_steps=40", "--config.checkpoint_every_steps=4", "--c
         "--config.eval_every_steps=20", "--config.dataset.image_size=16", "--config.dataset.augment=pad_crop"]
 
 
-def _train_entries(workdir):
-  return [(e["step"], e["loss"]) for e in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-          if e["split"] == "train"]
-
-
 def _assert_same_run(a, b, split_window_at=None):
   """Same final state bit for bit, same eval history, and the same train history; with `split_window_at=s`
   (a preemption at step s) the log window around s is written as two shorter ones, so only the entries
@@ -40,7 +36,7 @@ def _assert_same_run(a, b, split_window_at=None):
   sb, step_b = checkpoint.load_numpy(str(b))
   assert step_a == step_b
   jax.tree.map(np.testing.assert_array_equal, sa, sb)   # bit for bit
-  ta, tb = _train_entries(a), _train_entries(b)
+  ta, tb = helpers.train_entries(a), helpers.train_entries(b)
   steps_b = [s for s, _ in tb]
   assert steps_b == sorted(set(steps_b))                 # each step once, in order
   if split_window_at is None:
@@ -77,12 +73,12 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
   for how in plan:
     p = subprocess.Popen(helpers.main_cmd(work, *LONG), cwd=helpers.ROOT, env=helpers.env(1),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    start_steps = {s for s, _ in _train_entries(work)}
+    start_steps = {s for s, _ in helpers.train_entries(work)}
     if how == "during_save":
       hit = _wait_for(lambda: glob.glob(os.path.join(ckpts, "*orbax-checkpoint-tmp*")), p)
     elif how == "after_step":
       target = rng.randint(1, 10)
-      hit = _wait_for(lambda: len({s for s, _ in _train_entries(work)} - start_steps) >= target, p)
+      hit = _wait_for(lambda: len({s for s, _ in helpers.train_entries(work)} - start_steps) >= target, p)
     else:
       hit = _wait_for(lambda: False, p, timeout=rng.uniform(1.0, 8.0))
     if p.poll() is None:
@@ -105,13 +101,13 @@ def test_preemption_signal_saves_and_exits_then_resumes(tmp_path, signum):
   work = tmp_path / "pre"
   p = subprocess.Popen(helpers.main_cmd(work, *LONG), cwd=helpers.ROOT, env=helpers.env(1),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  assert _wait_for(lambda: any(s >= 6 for s, _ in _train_entries(work)), p)
+  assert _wait_for(lambda: any(s >= 6 for s, _ in helpers.train_entries(work)), p)
   p.send_signal(signum)
   out, err = p.communicate(timeout=120)
   assert p.returncode == loop.EXIT_PREEMPTED, err[-3000:]
   saved = checkpoint.Manager(str(work / "checkpoints")).latest_step()
   assert f"at step {saved}" in err and saved >= 6
-  assert max(s for s, _ in _train_entries(work)) == saved  # metrics flushed up to the saved step
+  assert max(s for s, _ in helpers.train_entries(work)) == saved  # metrics flushed up to the saved step
   r = helpers.run_main(work, *LONG)
   assert r.returncode == 0, r.stderr[-3000:]
   _assert_same_run(ref, work, split_window_at=saved)
@@ -292,25 +288,62 @@ def test_changed_worker_count_resumes_at_the_saved_step(tmp_path, caplog):
   a, _ = checkpoint.load_numpy(str(tmp_path / "straight"))
   b, _ = checkpoint.load_numpy(str(tmp_path / "w"))
   jax.tree.map(np.testing.assert_array_equal, a, b)
-  assert _train_entries(tmp_path / "w") == _train_entries(tmp_path / "straight")
+  assert helpers.train_entries(tmp_path / "w") == helpers.train_entries(tmp_path / "straight")
 
 
-def test_read_error_that_is_not_damage_stops_and_renames_nothing(tmp_path, monkeypatch):
-  c = tiny_config(num_train_steps=4, checkpoint_every_steps=2, log_every_steps=2, keep_checkpoints=5)
-  loop.run(c, str(tmp_path), stop_after_steps=4)
-  before = sorted(os.listdir(tmp_path / "checkpoints"))
-  lines = (tmp_path / "metrics.jsonl").read_text()
+@pytest.mark.parametrize("error", [
+    PermissionError(13, "Permission denied"), OSError(errno.EIO, "Input/output error"),
+    ConnectionResetError(104, "Connection reset by peer"), TimeoutError(110, "Connection timed out")],
+    ids=["permission", "io", "connection_reset", "timeout"])
+@pytest.mark.parametrize("sealed", [True, False], ids=["sealed", "unsealed"])
+def test_read_error_that_is_not_damage_stops_and_renames_nothing(six_and_eight, copy_run, monkeypatch, error,
+                                                                 sealed):
+  c, six, _ = six_and_eight
+  work = copy_run(six)
+  if not sealed:  # an older version's step: no seal, so the error's kind alone decides
+    os.remove(work / "checkpoints" / "6" / checkpoint.SEAL)
+  before = sorted(os.listdir(work / "checkpoints"))
+  lines = (work / "metrics.jsonl").read_text()
   import orbax.checkpoint as ocp
 
   def refuse(self, step, args=None):
-    raise PermissionError(13, "Permission denied", f"{tmp_path}/checkpoints/{step}/state/manifest.ocdbt")
+    raise error
   monkeypatch.setattr(ocp.CheckpointManager, "restore", refuse)
-  c.num_train_steps = 6
-  with pytest.raises(checkpoint.RestoreError, match=r"checkpoint step 4 in .* could not be read: "
-                                                    r"PermissionError.*Permission denied.*nothing was moved"):
-    loop.run(c, str(tmp_path))
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == before
-  assert (tmp_path / "metrics.jsonl").read_text() == lines
+  with pytest.raises(checkpoint.RestoreError, match=rf"checkpoint step 6 in .* could not be read: "
+                                                    rf"{type(error).__name__}.*nothing was moved"):
+    loop.run(c, str(work))
+  assert sorted(os.listdir(work / "checkpoints")) == before
+  assert (work / "metrics.jsonl").read_text() == lines
+
+
+def test_paths_may_change_on_resume(finished_run, copy_run, caplog):
+  """The data folder, the compilation cache and the worker count are where a run is, not what it is: a resume
+  with other values is no config change and goes on from the checkpoint."""
+  caplog.set_level(logging.INFO, logger="cnnjax")
+  c, done = finished_run
+  work = copy_run(done)
+  c = c.copy_and_resolve_references()
+  c.num_train_steps = 8
+  c.dataset.data_dir = str(work / "elsewhere")
+  c.compilation_cache_dir = str(work / "other-cache")
+  c.dataset.num_workers = 1
+  loop.run(c, str(work))
+  assert "restored checkpoint step 6" in caplog.text and "changed config" not in caplog.text
+  assert checkpoint.Manager(str(work / "checkpoints")).latest_step() == 8
+
+
+def test_second_ctrl_c_stops_at_once():
+  """The first SIGINT is recorded (the loop saves, then exits 75); a second one raises KeyboardInterrupt at once;
+  the previous handlers are back afterwards."""
+  before = signal.getsignal(signal.SIGINT)
+  with loop._SignalFlag() as sig:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.01)
+    assert sig.signum == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(1)
+  assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_all_checkpoints_damaged_needs_restart_which_keeps_the_old_attempt(tmp_path):
@@ -336,7 +369,7 @@ def test_second_launch_on_a_busy_workdir_exits_naming_the_holder(tmp_path):
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   first = popen()
   try:
-    assert _wait_for(lambda: _train_entries(work), first, timeout=300)
+    assert _wait_for(lambda: helpers.train_entries(work), first, timeout=300)
     second = helpers.run_main(work, *endless, timeout=300)
     assert second.returncode == 4, second.stderr[-2000:]
     assert f"in use by pid {first.pid} on " in second.stderr

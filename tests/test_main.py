@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import helpers
 
 ROOT = helpers.ROOT
@@ -51,24 +53,46 @@ def test_overrides_reach_the_run(tmp_path):
   assert "Results in" in r.stdout
 
 
-def test_eval_mode_reproduces_the_last_logged_eval(tmp_path):
-  """`--mode=eval` on a finished run restores its newest checkpoint and gives exactly the eval the run logged
-  at that step; it writes eval/<split>_<step>.json and changes nothing else (metrics.jsonl untouched)."""
-  import json
-  r = helpers.run_main(tmp_path, "--config.num_train_steps=4", "--config.eval_every_steps=4")
+def _files(workdir):
+  """{relative path: bytes} of every file of a workdir but eval/ (what --mode=eval may write)."""
+  out = {}
+  for dirpath, _, names in os.walk(workdir):
+    for n in names:
+      rel = os.path.relpath(os.path.join(dirpath, n), workdir)
+      if not rel.startswith("eval"):
+        with open(os.path.join(dirpath, n), "rb") as f:
+          out[rel] = f.read()
+  return out
+
+
+@pytest.mark.subprocess
+def test_eval_mode_reproduces_logged_evals_takes_no_lock_and_changes_no_file(tmp_path):
+  """`--mode=eval` restores the newest checkpoint (or `--step N`) and gives exactly the eval the run logged at
+  that step, writing eval/<split>_<step>.json; it runs while another process holds the workdir's lock, and every
+  other file of the workdir stays byte for byte as it was."""
+  from cnnjax import workdir as workdir_lib
+  r = helpers.run_main(tmp_path, "--config.num_train_steps=4", "--config.eval_every_steps=2",
+                       "--config.checkpoint_every_steps=2")
   assert r.returncode == 0, r.stderr[-2000:]
-  before = (tmp_path / "metrics.jsonl").read_text()
-  logged = [json.loads(line) for line in before.splitlines() if '"eval"' in line][-1]
-  r = helpers.run_main(tmp_path, "--config.num_train_steps=4", "--mode=eval")
-  assert r.returncode == 0, r.stderr[-2000:]
-  got = json.loads((tmp_path / "eval" / "test_4.json").read_text())
-  for k in ("loss", "top1", "top5", "count"):
-    assert got[k] == logged[k], k
-  assert f"top1 {logged['top1']:.4f}" in r.stdout
-  assert (tmp_path / "metrics.jsonl").read_text() == before
-  r = helpers.run_main(tmp_path, "--config.num_train_steps=4", "--mode=eval", "--split=train")
-  assert r.returncode == 0, r.stderr[-2000:]
-  assert json.loads((tmp_path / "eval" / "train_4.json").read_text())["count"] == 1442
+  logged = {e["step"]: e for e in helpers.metrics(tmp_path, "eval")}
+  assert logged[2]["top1"] != logged[4]["top1"] or logged[2]["loss"] != logged[4]["loss"]
+  before = _files(tmp_path)
+  with workdir_lib.Lock(str(tmp_path)):  # a training run holds the workdir: evaluation still runs
+    held = _files(tmp_path)
+    for step, args in [(4, []), (2, ["--step=2"])]:
+      r = helpers.run_main(tmp_path, "--config.num_train_steps=4", "--mode=eval", *args)
+      assert r.returncode == 0, r.stderr[-2000:]
+      got = json.loads((tmp_path / "eval" / f"test_{step}.json").read_text())
+      assert got["step"] == step
+      for k in ("loss", "top1", "top5", "count"):
+        assert got[k] == logged[step][k], (step, k)
+      assert f"eval of step {step}: top1 {logged[step]['top1']:.4f}" in r.stdout
+    r = helpers.run_main(tmp_path, "--config.num_train_steps=4", "--mode=eval", "--split=train")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "eval" / "train_4.json").read_text())["count"] == 1442
+    assert _files(tmp_path) == held
+  assert {k: v for k, v in before.items() if k != "lock.json"} == \
+         {k: v for k, v in _files(tmp_path).items() if k != "lock.json"}
 
 
 def test_unusable_workdir_is_one_fatal_line_with_status_2(tmp_path):
