@@ -88,6 +88,22 @@ def test_idx_pipeline_normalises_with_the_data_sets_statistics(tmp_path):
   np.testing.assert_allclose(batch, want, rtol=1e-5, atol=1e-5)
 
 
+def test_fashion_mnist_falls_back_to_the_system_directory(tmp_path, monkeypatch):
+  """With no files in data_dir (neither TFDS-prepared nor IDX), Fashion-MNIST is read from the system directory
+  (Debian's package's place, pointed here at files this test writes); IDX files in data_dir come first."""
+  system = write_mnist(tmp_path / "system", seed=1)
+  monkeypatch.setitem(sources.IDX_SYSTEM_DIRS, "fashion_mnist", str(tmp_path / "system"))
+  (tmp_path / "empty").mkdir()
+  src, info = data.get_source(_config("fashion_mnist", tmp_path / "empty").dataset, "test")
+  assert info.num_classes == 10 and len(src) == len(system["test"][1])
+  for i in range(len(src)):
+    np.testing.assert_array_equal(src[i]["image"][..., 0], system["test"][0][i])
+    assert src[i]["label"] == system["test"][1][i]
+  own = write_mnist(tmp_path / "own", n_test=4, seed=2)
+  src, _ = data.get_source(_config("fashion_mnist", tmp_path / "own").dataset, "test")
+  assert [src[i]["label"] for i in range(len(src))] == list(own["test"][1])
+
+
 @pytest.mark.parametrize("damage,message", [
     ("truncated", "the header gives shape (7, 28, 28), 5488 bytes of data, but the file holds 5388: truncated"),
     ("truncated_gzip", "the gzip stream is damaged or truncated"),
