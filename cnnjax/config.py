@@ -1,6 +1,7 @@
 """Config checks that run before anything compiles, and the fields a resumed run may change."""
 import json
 import re
+from typing import List, Optional
 
 import flax
 import jax
@@ -136,4 +137,18 @@ def resume_differences(saved: dict, config) -> list:
       continue
     if now.get(key, "<absent>") != old.get(key, "<absent>"):
       diffs.append(f"{key}: {old.get(key, '<absent>')!r} in the workdir, {now.get(key, '<absent>')!r} now")
+  return diffs
+
+
+def check_resume_config(saved: Optional[dict], config, workdir, allow_config_change: bool) -> List[str]:
+  """The differences between the workdir's config.json and `config` that are not safe on resume (see
+  RESUME_SAFE); raises ConfigError if there are some and they are not allowed."""
+  if saved is None:
+    return []
+  diffs = resume_differences(saved, config)
+  if diffs and not allow_config_change:
+    raise ConfigError(f"{workdir} holds a run with another config; resuming it would mix two experiments. "
+                      f"Differences:\n  " + "\n  ".join(diffs) +
+                      "\nUse a new --workdir, pass --allow_config_change to resume anyway, or --restart to "
+                      "start again (the previous attempt is moved aside, kept).")
   return diffs

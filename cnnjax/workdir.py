@@ -319,18 +319,3 @@ def _parse(raw: bytes) -> Optional[dict]:
     return json.loads(raw.decode()) if raw.strip() else None
   except (json.JSONDecodeError, UnicodeDecodeError):
     return None
-
-
-def check_resume_config(saved: Optional[dict], config, workdir, allow_config_change: bool) -> List[str]:
-  """The differences between the workdir's config.json and `config` that are not safe on resume (see
-  config.RESUME_SAFE); raises ConfigError if there are some and they are not allowed."""
-  from cnnjax import config as config_lib
-  if saved is None:
-    return []
-  diffs = config_lib.resume_differences(saved, config)
-  if diffs and not allow_config_change:
-    raise ConfigError(f"{workdir} holds a run with another config; resuming it would mix two experiments. "
-                      f"Differences:\n  " + "\n  ".join(diffs) +
-                      "\nUse a new --workdir, pass --allow_config_change to resume anyway, or --restart to "
-                      "start again (the previous attempt is moved aside, kept).")
-  return diffs

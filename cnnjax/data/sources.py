@@ -15,29 +15,13 @@ import difflib
 import io
 import os
 import zlib
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from cnnjax.data import folder, idx, text
+from cnnjax.data.base import DatasetInfo, NotPreparedError, default_data_dir  # noqa: F401 (re-exported)
 from cnnjax.errors import ConfigError
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  name: str
-  num_classes: int
-  image_shape: Tuple[Optional[int], Optional[int], int]   # native (H, W, C); None for variable sizes
-  mean: Sequence[float]               # per-channel, on images scaled to [0, 1]
-  std: Sequence[float]
-  splits: Tuple[str, ...]
-  class_names: Tuple[str, ...] = ()   # label k's name, where the data set has names (image folders)
-  # Set by sources whose records are ready model inputs (text): the input's shape without the batch axis and
-  # its dtype, and options the model needs from the data (vocab_size, embedding_init). None: an image, whose
-  # model input is (image_size, image_size, channels) float32 after pipeline.preprocess.
-  input_shape: Optional[Tuple[int, ...]] = None
-  input_dtype: str = "float32"
-  model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class ArraySource:
@@ -227,11 +211,6 @@ TFDS_FAMILIES: Dict[str, TfdsFamily] = {
 }
 
 
-def default_data_dir() -> str:
-  """TFDS's default: $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-  return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
-
-
 def build_command(name: str, data_dir: str) -> str:
   """The shell command that prepares `name` in `data_dir` as ArrayRecord files (with the manual step)."""
   family = TFDS_FAMILIES[name.split("/")[0]]
@@ -239,10 +218,6 @@ def build_command(name: str, data_dir: str) -> str:
   if family.manual:
     return family.manual.format(data_dir=data_dir) + f" run: {cmd} --manual_dir={data_dir}/downloads/manual"
   return cmd
-
-
-class NotPreparedError(FileNotFoundError):
-  """A TFDS data set that has no prepared files in data_dir."""
 
 
 def tfds_info(name: str) -> DatasetInfo:

@@ -22,7 +22,6 @@ truncated and counted in the logs; a line with a label and no words is kept (all
 import collections
 import dataclasses
 import functools
-import json
 import logging
 import os
 import re
@@ -31,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cnnjax import workdir as workdir_lib
+from cnnjax.data.base import DatasetInfo, NotPreparedError, default_data_dir
 from cnnjax.errors import ConfigError
 
 log = logging.getLogger("cnnjax")
@@ -231,7 +231,6 @@ def tfds_split(d, name: str, split: str) -> Tuple[List[str], np.ndarray]:
 
   import tensorflow_datasets as tfds
 
-  from cnnjax.data.sources import NotPreparedError, default_data_dir
   spec = TFDS_TEXT[name]
   importlib.import_module(spec.module)
   data_dir = os.path.expanduser(d.data_dir) if d.data_dir else default_data_dir()
@@ -295,7 +294,6 @@ def vocab_of(d, name: str) -> Vocab:
 
 def text_source(d, split: str, name: str, vocab: Optional[Vocab] = None):
   """(TextSource, DatasetInfo) of `split`; `vocab` (e.g. restored from the workdir) or the training split's."""
-  from cnnjax.data.sources import DatasetInfo
   vocab = vocab or vocab_of(d, name)
   sentences, labels, num_classes, lowercase, splits = _split(d, name, split)
   tokens = [tokenize(s, lowercase) for s in sentences]

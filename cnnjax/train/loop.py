@@ -181,7 +181,7 @@ def _take_workdir(config, workdir, *, restart: bool, allow_config_change: bool, 
       from jax.experimental import multihost_utils
       multihost_utils.sync_global_devices("cnnjax restart")
     saved = workdir_lib.read_json(workdir / workdir_lib.CONFIG)
-    diffs = workdir_lib.check_resume_config(saved, config, workdir, allow_config_change)
+    diffs = config_lib.check_resume_config(saved, config, workdir, allow_config_change)
     if diffs:
       log.warning("resuming with a changed config (allowed): %s", "; ".join(diffs))
   except BaseException:
