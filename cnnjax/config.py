@@ -6,6 +6,7 @@ from typing import List, Optional
 import flax
 import jax
 
+from cnnjax import models
 from cnnjax.errors import ConfigError
 from cnnjax.layers import IMPLS
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
@@ -59,7 +60,6 @@ def validate(config) -> None:
   _check(all(float(m) >= 0 for _, m in c.lr_mults), "lr_mults", c.lr_mults, "((regex, multiplier >= 0), ...)")
   _check(c.early_stopping.metric in ("top1", "loss"), "early_stopping.metric", c.early_stopping.metric,
          "'top1' or 'loss'")
-  from cnnjax import models
   models.registry.check(c.model.name, [k for k, v in c.model.items() if k != "name" and v is not None])
 
 

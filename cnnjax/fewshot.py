@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax import viz
+
 METRICS = ("euclidean", "cosine")
 
 
@@ -225,7 +227,6 @@ def embed(workdir_or_variables, layers, images, *, model=None, batch_size: int =
   variables dict, in which case `model` is required.
   """
   import re
-  from cnnjax import viz
   if isinstance(workdir_or_variables, str):
     model, variables, _, _ = viz.load_workdir(workdir_or_variables)
   elif model is None:

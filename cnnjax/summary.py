@@ -14,6 +14,7 @@ no receptive field.
 
 Prints the table; writes nothing.
 """
+import ast
 import math
 import sys
 from typing import List
@@ -22,7 +23,9 @@ import flax.linen as nn
 import jax
 from absl import flags
 
-from cnnjax import cli
+from cnnjax import cli, data, models
+from cnnjax import config as config_lib
+from cnnjax.errors import ConfigError
 from cnnjax.layers import BatchNorm
 from cnnjax.models import init_variables
 
@@ -112,14 +115,9 @@ def main(argv=None):
 def _run(a, args):
   if args:
     sys.exit(f"error: unexpected arguments {args}")
-  import ast
-  from cnnjax import models
-  from cnnjax import config as config_lib
-  from cnnjax.errors import ConfigError
   try:
     if a.config:
       c = config_lib.load_file(a.config)
-      from cnnjax import data
       info = data.get_info(c.dataset)
       name, opts = c.model.name, config_lib.model_options(c)
       shape, classes = (c.dataset.image_size, c.dataset.image_size, info.image_shape[-1]), info.num_classes

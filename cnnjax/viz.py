@@ -23,11 +23,15 @@ from typing import Dict, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import traverse_util
 from jax import lax
 
-from cnnjax import layers
+from cnnjax import checkpoint, data, layers, models
+from cnnjax import config as config_lib
+from cnnjax import workdir as workdir_lib
+from cnnjax.data.pipeline import preprocess
 
 # --- the course's hand-made kernels (cross-correlation kernels, row = y, column = x) ---------------------------
 BOX_BLUR = np.full((3, 3), 1 / 9)
@@ -93,8 +97,6 @@ def maxpool_routing(x, size: int = 2, stride: int = 2):
 def load_workdir(workdir: str, step: Optional[int] = None):
   """(model, variables, config, info) of a workdir: the model rebuilt from config.json as training built it,
   the variables ('params', and 'batch_stats' when present) from its newest (or `step`'s) checkpoint."""
-  import ml_collections
-  from cnnjax import checkpoint, config as config_lib, data, models, workdir as workdir_lib
   saved = workdir_lib.read_json(workdir_lib.path(workdir) / workdir_lib.CONFIG)
   if saved is None:
     raise FileNotFoundError(f"{workdir} has no config.json: not a training workdir")
@@ -111,8 +113,6 @@ def load_workdir(workdir: str, step: Optional[int] = None):
 def eval_images(config, info, split: Optional[str] = None, limit: Optional[int] = None):
   """(images, labels) of `split` (default the eval split) preprocessed as evaluation does (float32 NHWC),
   keeping `config.dataset.classes` if set; the first `limit` examples."""
-  from cnnjax import data
-  from cnnjax.data.pipeline import preprocess
   source, _ = data.get_source(config.dataset, split or config.dataset.eval_split)
   n = len(source) if limit is None else min(limit, len(source))
   pre = preprocess(config.dataset, info, config.dataset.get("eval_augment", "none"))
@@ -294,7 +294,6 @@ def plot_filters(kernel, out_png: str, title: str) -> str:
 
 def plot_workdir_filters(workdir: str, out_png: str) -> str:
   """filters.png for a training workdir: its first convolution's filters at the newest checkpoint."""
-  from cnnjax import workdir as workdir_lib
   model, variables, config, info = load_workdir(workdir)
   shape = (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
   kernel = first_conv_kernel(model, variables["params"], shape)

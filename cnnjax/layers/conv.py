@@ -45,7 +45,6 @@ from cnnjax.layers._conv_spec import ConvSpec, from_canonical, make_spec, to_can
 from cnnjax.layers.conv_direct import conv_direct
 from cnnjax.layers.conv_fft import conv_fft
 from cnnjax.layers.conv_im2col import conv_im2col
-from cnnjax.layers.conv_winograd import TILES as WINOGRAD_TILES
 from cnnjax.layers.conv_winograd import check_winograd, conv_winograd
 
 IMPLS = ("direct", "im2col", "fft", "winograd", "xla", "auto")

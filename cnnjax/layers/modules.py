@@ -9,6 +9,8 @@ from cnnjax.layers import cpu_fast
 from cnnjax.layers.conv import conv_general_dilated
 from cnnjax.layers._conv_spec import make_spec
 from cnnjax.layers.impl_plan import Resolution, record, resolve_impl
+from cnnjax.layers.norm import local_response_norm
+from cnnjax.layers.pool import avg_pool, max_pool
 
 default_kernel_init = nn.initializers.lecun_normal()
 
@@ -82,7 +84,6 @@ class MaxPool(nn.Module):
   ceil_mode: bool = False
 
   def __call__(self, x):
-    from cnnjax.layers.pool import max_pool
     return max_pool(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
 
@@ -95,7 +96,6 @@ class AvgPool(nn.Module):
   count_include_pad: bool = True
 
   def __call__(self, x):
-    from cnnjax.layers.pool import avg_pool
     return avg_pool(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad)
 
 
@@ -107,5 +107,4 @@ class LRN(nn.Module):
   k: float = 2.0
 
   def __call__(self, x):
-    from cnnjax.layers.norm import local_response_norm
     return local_response_norm(x, self.size, self.alpha, self.beta, self.k)

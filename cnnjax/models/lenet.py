@@ -16,7 +16,6 @@ of the 6 pairs of H2 maps to two H3 maps (612 parameters), giving 2,678 trainabl
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -8,7 +8,7 @@ average-pooled to 7x7 (a no-op at 224x224), so the classifier has Table 2's size
 138 and 144 million parameters for A, B, C, D, E. `batch_norm=True` adds batch norm after every convolution
 (torchvision's vgg*_bn, conv biases kept). Aliases: vgg11 = A, vgg13 = B, vgg16 = D, vgg19 = E.
 """
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -19,7 +19,6 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import checkpoint, data, layers, metrics, models, parallel

@@ -16,6 +16,7 @@ import optax
 from flax import traverse_util
 
 from cnnjax.errors import ConfigError
+from cnnjax.train import transfer
 
 OPTIMIZERS = ("sgd", "adamw", "adadelta")
 SCHEDULES = ("constant", "cosine", "step")
@@ -94,7 +95,6 @@ def build(config, steps_per_epoch: int, total_steps: int):
     raise ConfigError(f"config.max_norm={config.max_norm!r} is invalid: >= 0 (0: no constraint)")
   if config.max_norm > 0:
     parts.append(max_norm(config.max_norm, config.max_norm_pattern))
-  from cnnjax.train import transfer
   return transfer.wrap_optimizer(optax.chain(*parts), config), schedule
 
 

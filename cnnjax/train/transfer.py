@@ -30,7 +30,7 @@ import jax
 import numpy as np
 import optax
 
-from cnnjax import checkpoint
+from cnnjax import checkpoint, pretrained
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
 
@@ -49,7 +49,6 @@ def load_init(directory: str, step: int = -1) -> Dict[str, Any]:
   """{'params': ..., 'batch_stats': ...} (numpy) of a workdir or a converted pretrained directory."""
   d = workdir_lib.path(directory)
   if (d / "pretrained.json").exists():
-    from cnnjax import pretrained
     return pretrained.load(directory)[2]
   state, _ = checkpoint.load_numpy(directory, None if step < 0 else step)
   return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
@@ -63,7 +62,6 @@ def pretrained_preprocessing(config, info):
   meta = workdir_lib.read_json(workdir_lib.path(i.checkpoint) / "pretrained.json") if i.checkpoint else None
   if meta is None or not i.preprocessing:
     return info, None
-  from cnnjax import pretrained
   prep = meta["preprocessing"]
   mean, std = pretrained.normalization(prep)
   channels, want = info.image_shape[-1], len(mean)
