@@ -8,8 +8,8 @@ metrics per run, wall time, and the test top-1 at the best dev evaluation where 
 `--mean_over dataset.fold` also writes DIR/mean.md: mean, sd and a 95% t-interval (with n) over the runs that
 differ only in that field. Runs that differ only in `seed` (a sweep's seed axis) are aggregated by themselves:
 DIR/seeds.md holds that table for the final test top-1 (and the EMA's, where logged), curves.png draws each
-setting as the mean over seeds with a band of +- 1 sd, and `--baseline TEXT` adds to seeds.md each setting's
-difference from the setting whose label contains TEXT, with its 95% Welch interval over seeds (`compare`).
+setting as the mean over seeds with a band of +- 1 sd, and `--baseline 'field=value, ...'` adds to seeds.md each
+setting's difference from the setting with those values, with its 95% Welch interval over seeds (`compare`).
 `--fig6` writes DIR/fig6.png, the two panels of He et al. 2016 Fig. 6 (plain and residual nets; mean over seeds
 with a band where there are several).
 DIR defaults to the first argument. With --filters, each workdir also gets filters.png, the first convolution's
@@ -256,7 +256,8 @@ def mean_table(workdirs, field: str, baseline: str | None = None):
   """Runs that differ only in config `field` (seed, dataset.fold) as one row: the number of runs n, mean, sample
   sd and 95% t-interval of the test top-1 (at the best dev evaluation where a dev split selects, else final), its
   min and max, the wall time per run; where logged, the same mean and interval for the EMA weights' final test
-  top-1. `baseline`: the row whose label contains this text; every row then also gets its difference from it
+  top-1. `baseline`: 'field=value, ...' naming the row whose label holds all of these settings (in any order);
+  every row then also gets its difference from it
   (mean minus the baseline's mean) with the 95% Welch interval over the runs (`compare`)."""
   grouped = groups(workdirs, field)
   acc = {k: np.array([(s["selected"] or (s["top1"], 0))[0] for s in map(summary, ws)], np.float64)
@@ -265,7 +266,8 @@ def mean_table(workdirs, field: str, baseline: str | None = None):
   has_ema = any(ema.values())
   base = None
   if baseline is not None:
-    matches = [k for k in grouped if baseline in k]
+    want = {part.strip() for part in baseline.split(",")}
+    matches = [k for k in grouped if want <= set(k.split(", "))]
     if len(matches) != 1:
       raise SystemExit(f"error: --baseline {baseline!r} matches {len(matches)} settings ({matches}); known: "
                        f"{list(grouped)}")
@@ -306,8 +308,8 @@ def main(argv=None):
                  "(plain and residual nets with batch norm, training and test error by epoch)")
   p.add_argument("--mean_over", default=None, help="a config field (e.g. dataset.fold): also write DIR/mean.md, "
                  "one row per group of runs that differ only in it")
-  p.add_argument("--baseline", default=None, help="seeds.md (and mean.md): also each setting's difference from the "
-                 "setting whose label contains this text, with its 95%% Welch interval over seeds")
+  p.add_argument("--baseline", default=None, help="'field=value, ...' (as in the table's labels): seeds.md (and "
+                 "mean.md) also give each setting's difference from that one, with its 95%% Welch interval over seeds")
   a = p.parse_args(argv)
   workdirs = find_workdirs(a.paths)
   if not workdirs:
