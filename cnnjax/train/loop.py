@@ -311,10 +311,9 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
                                              **steps_options(config)),
                        in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
-  eval_step, eval_ema_step = (
-      jax.jit(steps.make_eval_step(model, ema), in_shardings=(state_sharding, batch_sharding),
-              out_shardings=parallel.replicated(mesh)) if not ema or config.ema.decay > 0 else None
-      for ema in (False, True))
+  eval_jit = lambda ema: jax.jit(steps.make_eval_step(model, ema), in_shardings=(state_sharding, batch_sharding),
+                                 out_shardings=parallel.replicated(mesh))
+  eval_step, eval_ema_step = eval_jit(False), (eval_jit(True) if config.ema.decay > 0 else None)
   return Run(config=config, workdir=workdir, is_chief=is_chief, lock=lock, steps_per_epoch=steps_per_epoch,
              total_steps=total_steps, start_step=start_step, state=state, train_step=train_step,
              eval_step=eval_step, eval_ema_step=eval_ema_step,
