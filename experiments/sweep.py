@@ -10,7 +10,7 @@ and resumes unfinished ones from their checkpoints; a finished run whose num_epo
 or the command line's) changed since is run again, which extends it. On several machines, give each `--shard i/n`.
 
 Seeds are an axis like any other: ("seed", (0, 1, 2)) in the config's sweep, or `--seeds 0,1,2` to add that axis
-(last, so each setting's seeds run one after another) to a sweep that has none. `python -m experiments.plot` then
+(last, so each setting's seeds run one after another) to a sweep that has none, or to a config without a sweep. `python -m experiments.plot` then
 aggregates the runs that differ only in their seed (mean, sd, 95% interval, n; curves as mean with a band).
 """
 import itertools
@@ -84,12 +84,12 @@ def main(argv):
   del argv
   cpu_fast.set_xla_flags()  # the project's CPU XLA flags, inherited by the runs' processes
   config = _CONFIG.value
-  if "sweep" not in config:
-    raise app.UsageError("the config has no `sweep` field (a tuple of (field, values) axes)")
+  if "sweep" not in config and not _SEEDS.value:
+    raise app.UsageError("the config has no `sweep` field (a tuple of (field, values) axes); --seeds alone makes one")
   i, n = (int(x) for x in _SHARD.value.split("/"))
   if not 0 <= i < n:
     raise app.UsageError(f"--shard={_SHARD.value}: need 0 <= i < n")
-  runs = grid(with_seeds(config.sweep, _SEEDS.value))[i::n]
+  runs = grid(with_seeds(config.get("sweep", ()), _SEEDS.value))[i::n]
   spec = config_flags.get_config_filename(flags.FLAGS["config"])
   extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
   todo = []
