@@ -46,6 +46,7 @@ def test_seeds_axis_is_added_last_and_refused_twice():
   assert sweep.grid(s)[3][1] == {"model.name": "b", "seed": 1}
   with pytest.raises(Exception, match="already has a seed axis"):
     sweep.with_seeds(s, ["2"])
+  assert sweep.grid(sweep.with_seeds((), ["3"])) == [("seed=3", {"seed": 3})]   # a config without a sweep
 
 
 def _run(path, seed, ema_decay, top1s, ema_top1=None):
