@@ -240,11 +240,16 @@ def table(workdirs):
   rows = ["| run | steps | wall (min) | final train loss | final train error | final test top-1 | final test top-5 | "
           "best test top-1 (step) | test top-1 at best dev (step) |", "|---|---|---|---|---|---|---|---|---|"]
   pair = lambda p: f"{p[0]:.4f} ({p[1]})" if p else "-"
+  summaries = {w: summary(w) for w in workdirs}
+  ema = any(s["ema_top1"] is not None for s in summaries.values())  # runs with EMA: its final test top-1 too
+  if ema:
+    rows = [rows[0] + " final EMA test top-1 |", rows[1] + "---|"]
   for w in workdirs:
-    s = summary(w)
+    s = summaries[w]
     rows.append(f"| {names[w]} | {s['steps']} | {_fmt(s['wall_min']) if s['wall_min'] else '-'} | "
                 + " | ".join(_fmt(s[k]) if s[k] is not None else "-" for k in ("train_loss", "train_error", "top1", "top5"))
-                + f" | {pair(s['best'])} | {pair(s['selected'])} |")
+                + f" | {pair(s['best'])} | {pair(s['selected'])} |"
+                + (f" {_fmt(s['ema_top1']) if s['ema_top1'] is not None else '-'} |" if ema else ""))
   return "\n".join(rows) + "\n"
 
 

@@ -84,3 +84,6 @@ def test_seeds_table_groups_intervals_and_baseline(tmp_path):
   plot.main([str(tmp_path), "--out", str(tmp_path / "plots"), "--baseline", "decay=0.0"])
   assert (tmp_path / "plots" / "seeds.md").read_text().splitlines()[3] == rows[3]
   assert (tmp_path / "plots" / "curves.png").exists()
+  results = (tmp_path / "plots" / "results.md").read_text().splitlines()
+  assert results[0].endswith("final EMA test top-1 |") and results[2].endswith("| - |")   # base0: no EMA
+  assert results[5].endswith("| 0.8100 |")   # ema0: 0.80 + 0.01

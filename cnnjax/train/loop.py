@@ -542,4 +542,7 @@ def run(config, workdir, *, stop_after_steps: Optional[int] = None, restart: boo
     if "eval" in last:
       print(f"  eval: top1 {last['eval']['top1']:.4f}, top5 {last['eval']['top5']:.4f}, "
             f"loss {last['eval']['loss']:.4f} on {int(last['eval']['count'])} examples")
+    if "eval_ema" in last:
+      print(f"  eval with the EMA weights: top1 {last['eval_ema']['top1']:.4f}, top5 {last['eval_ema']['top5']:.4f}, "
+            f"loss {last['eval_ema']['loss']:.4f}")
   return last
