@@ -7,6 +7,7 @@ import flax
 import jax
 
 from cnnjax import models
+from cnnjax.data.sources import TEXT_NAMES
 from cnnjax.errors import ConfigError
 from cnnjax.layers import IMPLS
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
@@ -58,6 +59,23 @@ def validate(config) -> None:
     except (re.error, TypeError) as e:
       raise ConfigError(f"config.{field}: {pattern!r} is not a regular expression ({e})") from None
   _check(all(float(m) >= 0 for _, m in c.lr_mults), "lr_mults", c.lr_mults, "((regex, multiplier >= 0), ...)")
+  _check(0 <= c.ema.decay < 1, "ema.decay", c.ema.decay, "in [0, 1) (0: no moving average)")
+  _check(isinstance(c.ema.start_step, int) and c.ema.start_step >= 0, "ema.start_step", c.ema.start_step,
+         "an int >= 0")
+  _check(not (c.init.ema and not c.init.checkpoint), "init.ema", c.init.ema, "False unless init.checkpoint is set")
+  for f in ("mixup.alpha", "cutmix.alpha"):
+    v = c.mixup.alpha if f == "mixup.alpha" else c.cutmix.alpha
+    _check(v >= 0, f, v, ">= 0 (0: off)")
+  for f in ("mixup.prob", "mixup.switch_prob"):
+    v = c.mixup[f.split(".")[1]]
+    _check(0 <= v <= 1, f, v, "in [0, 1]")
+  _check(isinstance(c.dataset.trivial_augment, bool), "dataset.trivial_augment", c.dataset.trivial_augment,
+         "True or False")
+  _check(0 <= c.dataset.random_erasing <= 1, "dataset.random_erasing", c.dataset.random_erasing,
+         "a probability in [0, 1] (0: off)")
+  if c.mixup.alpha > 0 or c.cutmix.alpha > 0:
+    _check(c.dataset.name not in TEXT_NAMES, "mixup.alpha" if c.mixup.alpha > 0 else "cutmix.alpha",
+           c.mixup.alpha or c.cutmix.alpha, f"0 for a text data set ({c.dataset.name!r}: token ids do not mix)")
   _check(c.early_stopping.metric in ("top1", "loss"), "early_stopping.metric", c.early_stopping.metric,
          "'top1' or 'loss'")
   models.registry.check(c.model.name, [k for k, v in c.model.items() if k != "name" and v is not None])

@@ -47,6 +47,7 @@ def get_config():
   c.init.dont_load = ()              # regexes over 'params/...' paths that keep their fresh values (a new head)
   c.init.load_batch_stats = True
   c.init.preprocessing = True        # a converted checkpoint: its pretrained.json's mean, std, input size, RGB
+  c.init.ema = False                 # a workdir with ema.decay > 0: load its moving average, not its raw weights
   c.frozen = ""                      # regex: parameters that get no update, weight decay or optimizer state
   c.lr_mults = ()                    # ((regex, multiplier), ...): scaled updates, first match wins
   # Linear probe (cnnjax/train/probe.py): fit the head on the frozen features of the training set by L-BFGS
@@ -58,6 +59,19 @@ def get_config():
   c.linear_probe.max_iters = 1000    # L-BFGS iterations at most
   c.linear_probe.tol = 1e-5          # ... stopping once the gradient's l2 norm is below
   c.label_smoothing = 0.0
+  # Exponential moving average of the weights and batch-norm statistics (cnnjax/train/steps.py), kept in the
+  # train state and checkpointed; evaluated beside the raw weights (metrics split 'eval_ema'). 0: none (the
+  # state and checkpoints are then exactly those of a run without it).
+  c.ema = ml_collections.ConfigDict()
+  c.ema.decay = 0.0                  # in [0, 1): average = decay * average + (1 - decay) * weights, each update
+  c.ema.start_step = 0               # before this update the average is set to the weights (a warm-up)
+  # Mixup / CutMix per batch in the train step (cnnjax/train/mix.py, torchvision.transforms.v2's definitions).
+  c.mixup = ml_collections.ConfigDict()
+  c.mixup.alpha = 0.0                # > 0: Mixup with lam ~ Beta(alpha, alpha); 0 off
+  c.mixup.prob = 1.0                 # probability that a batch is mixed (Mixup or CutMix) at all
+  c.mixup.switch_prob = 0.5          # with both alphas > 0: probability of CutMix rather than Mixup
+  c.cutmix = ml_collections.ConfigDict()
+  c.cutmix.alpha = 0.0               # > 0: CutMix with lam ~ Beta(alpha, alpha); 0 off
   c.aux_loss_weight = 0.3            # GoogLeNet's auxiliary classifiers (Szegedy et al. 2015, Sec. 5)
   c.dtype = "float32"                # compute dtype: 'float32' | 'bfloat16'; parameters stay float32
   c.grad_accum_steps = 1             # k > 1: k microbatches of batch_size / k per update
@@ -103,6 +117,8 @@ def get_config():
   c.dataset.crop_area_range = (0.08, 1.0)      # inception_crop: fraction of the image's area
   c.dataset.crop_aspect_range = (0.75, 4 / 3)  # inception_crop: width / height
   c.dataset.eval_crop_fraction = 0.875         # center_crop: side / shorter side (224 / 256)
+  c.dataset.trivial_augment = False  # training: TrivialAugmentWide after the crop and flip (cnnjax.data.transforms)
+  c.dataset.random_erasing = 0.0     # training: probability of erasing a random box after normalisation
   c.dataset.num_workers = 0          # Grain worker processes (0: read in the main process)
   c.dataset.worker_buffer_size = 1   # batches each worker prepares ahead
   c.dataset.num_threads = 4

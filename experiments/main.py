@@ -27,6 +27,8 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "writing <workdir>/eval/<split>_<step>.json; trains nothing.")
 _STEP = flags.DEFINE_integer("step", None, "--mode=eval: the checkpoint step (default: the newest).")
 _SPLIT = flags.DEFINE_string("split", None, "--mode=eval: the split (default: config.dataset.eval_split).")
+_EMA = flags.DEFINE_bool("ema", False, "--mode=eval: evaluate the moving average of the weights (a run with "
+                         "config.ema.decay > 0) instead of the raw weights; writes <split>_ema_<step>.json.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 EXIT_BUSY = 4  # another process holds the workdir
@@ -44,8 +46,10 @@ def main(argv):
   logging.getLogger("cnnjax").setLevel(logging.INFO)
   try:
     if _MODE.value == "eval":
-      ev = loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, step=_STEP.value, split=_SPLIT.value)
-      print(f"eval of step {ev['step']}: top1 {ev['top1']:.4f}, top5 {ev['top5']:.4f}, loss {ev['loss']:.4f} "
+      ev = loop.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value, step=_STEP.value, split=_SPLIT.value,
+                                    ema=_EMA.value)
+      print(f"eval{' (EMA weights)' if _EMA.value else ''} of step {ev['step']}: top1 {ev['top1']:.4f}, "
+            f"top5 {ev['top5']:.4f}, loss {ev['loss']:.4f} "
             f"on {int(ev['count'])} examples")
       return
     loop.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value, restart=_RESTART.value)

@@ -1,7 +1,7 @@
 """Run a grid of experiments defined in a config's `sweep` field, each as a normal run in its own workdir.
 
   python -m experiments.sweep --config configs/ablation.py --workdir runs/ablation [--workers 2]
-                              [--shard i/n] [--dry-run] [--config.field=value ...]
+                              [--shard i/n] [--seeds 0,1,2] [--dry-run] [--config.field=value ...]
 
 `sweep` is a tuple of axes; an axis is (field, values) or ((field, field, ...), (value_tuple, ...)) for fields
 that change together. Each run is `python -m experiments.main` with that run's --config.field=value overrides
@@ -9,6 +9,11 @@ that change together. Each run is `python -m experiments.main` with that run's -
 Re-running skips finished runs (final_metrics.json) and resumes unfinished ones from their checkpoints; a
 finished run whose num_epochs or num_train_steps (the sweep's or the command line's) changed since is run again,
 which extends it. On several machines, give each `--shard i/n`.
+
+Seeds are an axis like any other: ("seed", (0, 1, 2)) in the config's sweep, or `--seeds 0,1,2` to add that axis
+(last, so each setting's seeds run one after another) to a sweep that has none, or to a config without a sweep.
+`python -m experiments.plot` then aggregates the runs that differ only in their seed (mean, sd, 95% interval, n;
+curves as mean with a band).
 """
 import itertools
 import os
@@ -28,6 +33,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Parent directory of the runs' w
 _WORKERS = flags.DEFINE_integer("workers", 1, "Runs trained at the same time (each a process).")
 _SHARD = flags.DEFINE_string("shard", "0/1", "i/n: run only every n-th run, starting at the i-th.")
 _DRY = flags.DEFINE_bool("dry_run", False, "List the runs and their status; train nothing.")
+_SEEDS = flags.DEFINE_list("seeds", [], "Seeds to add as the sweep's last axis (config.seed), e.g. 0,1,2.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -61,6 +67,16 @@ def status(workdir, length: dict) -> str:
   return "new"
 
 
+def with_seeds(sweep, seeds):
+  """The sweep with a last axis ('seed', seeds); refused when an axis already sets the seed."""
+  sweep = tuple(sweep)
+  if not seeds:
+    return sweep
+  if any("seed" in ((f,) if isinstance(f, str) else tuple(f)) for f, _ in sweep):
+    raise app.UsageError("--seeds: the config's sweep already has a seed axis")
+  return sweep + (("seed", tuple(int(s) for s in seeds)),)
+
+
 def command(config_spec, workdir, settings, extra):
   return [sys.executable, "-m", "experiments.main", "--config", config_spec, "--workdir", str(workdir),
           *[f"--config.{k}={v}" for k, v in settings.items()], *extra]
@@ -70,12 +86,12 @@ def main(argv):
   del argv
   cpu_fast.set_xla_flags()  # the project's CPU XLA flags, inherited by the runs' processes
   config = _CONFIG.value
-  if "sweep" not in config:
-    raise app.UsageError("the config has no `sweep` field (a tuple of (field, values) axes)")
+  if "sweep" not in config and not _SEEDS.value:
+    raise app.UsageError("the config has no `sweep` field (a tuple of (field, values) axes); --seeds alone makes one")
   i, n = (int(x) for x in _SHARD.value.split("/"))
   if not 0 <= i < n:
     raise app.UsageError(f"--shard={_SHARD.value}: need 0 <= i < n")
-  runs = grid(config.sweep)[i::n]
+  runs = grid(with_seeds(config.get("sweep", ()), _SEEDS.value))[i::n]
   spec = config_flags.get_config_filename(flags.FLAGS["config"])
   extra = [a for a in sys.argv[1:] if a.startswith("--config.")]
   todo = []

@@ -92,8 +92,9 @@ def test_mean_over_folds_hand_worked(tmp_path):
   assert rows[3].endswith("| 0.8000 (10) | 0.8000 (10) |")
   mean = plot.mean_table(runs, "dataset.fold").splitlines()
   # fold-selected accuracies 0.70, 0.80, 0.75: mean 0.75, sd 0.05; wall 1, 2, 3 min
-  assert mean[2] == "| name=kim | 3 | 0.7500 | 0.0500 | 0.7000 | 0.8000 | 2.0 |"
-  assert mean[3] == "| name=other | 1 | 0.2000 | nan | 0.2000 | 0.2000 | 0.5 |"
+  # 95% t interval: 0.75 +- t(0.975, 2) 0.05 / sqrt 3 = 0.75 +- 0.1242
+  assert mean[2] == "| name=kim | 3 | 0.7500 | 0.0500 | [0.6258, 0.8742] | 0.7000 | 0.8000 | 2.0 |"
+  assert mean[3] == "| name=other | 1 | 0.2000 | nan | - | 0.2000 | 0.2000 | 0.5 |"
 
 
 def test_fig6_series_splits_plain_and_residual(tmp_path):
@@ -110,7 +111,7 @@ def test_fig6_series_splits_plain_and_residual(tmp_path):
   runs = plot.find_workdirs([str(tmp_path)])
   series = plot.fig6_series(runs)
   assert sorted(series["residual"]) == ["resnet20", "resnet56"] and list(series["plain"]) == ["resnet20"]
-  (train_x, train_y), (test_x, test_y) = series["plain"]["resnet20"]
+  (train_x, train_y), (test_x, test_y) = series["plain"]["resnet20"][0]
   assert train_x == [0.5, 1.0] and train_y == [0.4, 0.2] and test_x == [1.0]
   np.testing.assert_allclose(test_y, [0.3])
   assert plot.plot_fig6(runs, tmp_path).exists()

@@ -54,13 +54,15 @@ def _check_shard(process_index: int, process_count: int) -> None:
     raise ValueError(f"process_index={process_index} is invalid: in [0, process_count={process_count})")
 
 
-def preprocess(d, info, augment: str) -> Preprocess:
-  """The per-example transform for `augment`, with the crop options of config.dataset `d`."""
+def preprocess(d, info, augment: str, train: bool = False) -> Preprocess:
+  """The per-example transform for `augment`, with the crop options of config.dataset `d` (and, for training,
+  TrivialAugmentWide and random erasing)."""
   return Preprocess(d.image_size, info.mean, info.std, augment=augment, pad=d.get("pad", 4),
                     area_range=tuple(d.get("crop_area_range", (0.08, 1.0))),
                     aspect_range=tuple(d.get("crop_aspect_range", (3 / 4, 4 / 3))),
                     crop_fraction=d.get("eval_crop_fraction", 0.875), fit=d.get("fit", "resize"),
-                    channels=info.image_shape[-1])
+                    channels=info.image_shape[-1], trivial_augment=train and d.get("trivial_augment", False),
+                    random_erasing=d.get("random_erasing", 0.0) if train else 0.0)
 
 
 def _mark_flags_parsed() -> None:
@@ -80,7 +82,7 @@ def train_dataset(config, source, info, *, process_index: int = 0, process_count
   local_batch = _local_batch(config.batch_size, "batch_size", process_count)
   ds = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat()
   if info.input_shape is None:
-    ds = ds.random_map(preprocess(d, info, d.augment))
+    ds = ds.random_map(preprocess(d, info, d.augment, train=True))
   ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)[start_step:]
   it = ds.to_iter_dataset(_read_options(d))
   if d.num_workers > 0:

@@ -13,6 +13,14 @@ Augmentations (`augment`):
   center_crop          evaluation crop: the central `crop_fraction` of the shorter side (224/256 = 0.875),
                        resized to SxS (equivalent to resizing the shorter side to S/0.875, then a center crop)
 
+After those, on the training images (torchvision's reference recipe order):
+  trivial_augment      TrivialAugmentWide (Mueller & Hutter 2021): one of 14 operations, uniformly, at one of 31
+                       magnitudes, uniformly, negated with probability 1/2 where signed; the operations, their
+                       magnitude tables and fill are torchvision.transforms.v2.TrivialAugmentWide's (on PIL images,
+                       nearest-neighbour geometry, fill 0), done with PIL's ImageOps / ImageEnhance / transform
+  random_erasing = p   with probability p, a box of 2%-33% of the area and aspect ratio log-uniform in 0.3-3.3
+                       (10 attempts) set to 0 after normalisation (the mean), as torchvision's RandomErasing
+
 `fit` says how an image becomes SxS before none/flip/pad_crop: 'resize' (bilinear), or 'pad' (centred on a zero
 canvas, never scaled: LeNet-5's input, MNIST's 28x28 digits in a 32x32 field, LeCun et al. 1998 Sec. III.A).
 """
@@ -22,7 +30,7 @@ from typing import Sequence, Tuple
 
 import grain
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageOps
 
 from cnnjax.errors import ConfigError
 
@@ -98,6 +106,103 @@ def center_crop_box(height: int, width: int, fraction: float) -> Box:
   return (height - side) // 2, (width - side) // 2, side, side
 
 
+# TrivialAugmentWide's operations in torchvision's order, with their magnitude tables (31 bins) and whether a
+# magnitude is negated with probability 1/2.
+NUM_MAGNITUDE_BINS = 31
+
+
+def _linspace32(lo: float, hi: float, n: int = NUM_MAGNITUDE_BINS) -> np.ndarray:
+  """torch.linspace(lo, hi, n) (float32) to the bit: a float32 step, the first half counted up from lo and the
+  rest down from hi (np.linspace differs in the last bit at some bins, which moves a few magnitudes)."""
+  lo, hi = np.float32(lo), np.float32(hi)
+  step = np.float64((hi - lo) / np.float32(n - 1))
+  i = np.arange(n, dtype=np.float64)
+  return np.where(i < n // 2, np.float64(lo) + step * i, np.float64(hi) - step * (n - 1 - i)).astype(np.float32)
+
+
+_LIN = _linspace32
+TRIVIAL_OPS = (("Identity", None, False), ("ShearX", _LIN(0.0, 0.99), True), ("ShearY", _LIN(0.0, 0.99), True),
+               ("TranslateX", _LIN(0.0, 32.0), True), ("TranslateY", _LIN(0.0, 32.0), True),
+               ("Rotate", _LIN(0.0, 135.0), True), ("Brightness", _LIN(0.0, 0.99), True),
+               ("Color", _LIN(0.0, 0.99), True), ("Contrast", _LIN(0.0, 0.99), True),
+               ("Sharpness", _LIN(0.0, 0.99), True),
+               ("Posterize", np.round(8 - np.arange(NUM_MAGNITUDE_BINS) / ((NUM_MAGNITUDE_BINS - 1) / 6)).astype(int),
+                False),
+               ("Solarize", _LIN(1.0, 0.0), False), ("AutoContrast", None, False), ("Equalize", None, False))
+
+
+def _pil(image: np.ndarray) -> Image.Image:
+  return Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def _array(pil: Image.Image, channels: int) -> np.ndarray:
+  out = np.asarray(pil)
+  return out[..., None] if channels == 1 else out
+
+
+def trivial_op(image: np.ndarray, op: str, magnitude: float) -> np.ndarray:
+  """One TrivialAugmentWide operation on a uint8 HxWxC image (C = 1 or 3), with torchvision's meaning of the
+  magnitude: shears by atan(m) in degrees about the corner, translations by int(m) pixels, rotation by m degrees
+  about the centre (nearest neighbour, fill 0), enhancement factors 1 + m, posterize to m bits, solarize above
+  255 m."""
+  if op == "Identity":
+    return image
+  img = _pil(image)
+  if op in ("ShearX", "ShearY"):
+    t = math.tan(math.radians(math.degrees(math.atan(magnitude))))  # torchvision's shear angle, back to a slope
+    matrix = (1.0, t, 0.0, 0.0, 1.0, 0.0) if op == "ShearX" else (1.0, 0.0, 0.0, t, 1.0, 0.0)
+    out = img.transform(img.size, Image.AFFINE, matrix, Image.NEAREST)
+  elif op in ("TranslateX", "TranslateY"):
+    dx, dy = (int(magnitude), 0) if op == "TranslateX" else (0, int(magnitude))
+    out = img.transform(img.size, Image.AFFINE, (1.0, 0.0, float(-dx), 0.0, 1.0, float(-dy)), Image.NEAREST)
+  elif op == "Rotate":
+    out = img.rotate(magnitude, Image.NEAREST)
+  elif op in ("Brightness", "Color", "Contrast", "Sharpness"):
+    out = getattr(ImageEnhance, op)(img).enhance(1.0 + magnitude)
+  elif op == "Posterize":
+    out = ImageOps.posterize(img, int(magnitude))
+  elif op == "Solarize":
+    out = ImageOps.solarize(img, 255.0 * magnitude)
+  elif op == "AutoContrast":
+    out = ImageOps.autocontrast(img)
+  elif op == "Equalize":
+    out = ImageOps.equalize(img)
+  else:
+    raise ValueError(f"unknown TrivialAugmentWide operation {op!r}; known: {[o[0] for o in TRIVIAL_OPS]}")
+  return _array(out, image.shape[-1])
+
+
+def trivial_augment(image: np.ndarray, rng) -> np.ndarray:
+  """TrivialAugmentWide on a uint8 HxWxC image: an operation, a magnitude bin and a sign drawn from `rng` (a
+  numpy Generator: integers(lo, hi), random()) in torchvision's order."""
+  op, magnitudes, signed = TRIVIAL_OPS[int(rng.integers(0, len(TRIVIAL_OPS)))]
+  magnitude = 0.0
+  if magnitudes is not None:
+    magnitude = float(magnitudes[int(rng.integers(0, NUM_MAGNITUDE_BINS))])
+    if signed and rng.random() <= 0.5:
+      magnitude = -magnitude
+  return trivial_op(image, op, magnitude)
+
+
+def erasing_box(height: int, width: int, rng, scale: Sequence[float] = (0.02, 0.33),
+                ratio: Sequence[float] = (0.3, 3.3)) -> Box | None:
+  """torchvision's RandomErasing box: area a uniform fraction in `scale`, aspect ratio h/w log-uniform in
+  `ratio`, both sides smaller than the image's, at a uniform position; None after 10 misses (nothing erased)."""
+  area = height * width
+  log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+  for _ in range(10):
+    erase_area = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(log_lo, log_hi))
+    h = int(round(math.sqrt(erase_area * aspect)))
+    w = int(round(math.sqrt(erase_area / aspect)))
+    if not (h < height and w < width):
+      continue
+    top = int(rng.integers(0, height - h + 1))
+    left = int(rng.integers(0, width - w + 1))
+    return top, left, h, w
+  return None
+
+
 @dataclasses.dataclass
 class Preprocess(grain.transforms.RandomMap):
   """Crop/resize/flip per `augment`, then normalise; deterministic given Grain's per-example rng."""
@@ -111,6 +216,8 @@ class Preprocess(grain.transforms.RandomMap):
   crop_fraction: float = 0.875
   fit: str = "resize"
   channels: int = 0      # 3: grey images are replicated to RGB (for pretrained weights); 0: as they come
+  trivial_augment: bool = False
+  random_erasing: float = 0.0
 
   def __post_init__(self):
     if self.augment not in AUGMENTS:
@@ -125,6 +232,8 @@ class Preprocess(grain.transforms.RandomMap):
                         "0 < lo <= hi <= 1")
     if not 0 < self.aspect_range[0] <= self.aspect_range[1]:
       raise ConfigError(f"config.dataset.crop_aspect_range={tuple(self.aspect_range)!r} is invalid: 0 < lo <= hi")
+    if not 0 <= self.random_erasing <= 1:
+      raise ConfigError(f"config.dataset.random_erasing={self.random_erasing!r} is invalid: a probability in [0, 1]")
     if not 0 < self.crop_fraction <= 1:
       raise ConfigError(f"config.dataset.eval_crop_fraction={self.crop_fraction!r} is invalid: in (0, 1]")
     self._mean = np.asarray(self.mean, np.float32)
@@ -144,9 +253,16 @@ class Preprocess(grain.transforms.RandomMap):
       image = pad_crop(image, self.pad, rng)
     if a.endswith("flip") and rng.random() < 0.5:
       image = image[:, ::-1]
+    if self.trivial_augment:
+      image = trivial_augment(np.ascontiguousarray(image), rng)
     if self.channels == 3 and image.shape[-1] == 1:
       image = np.repeat(image, 3, axis=-1)
     image = (image.astype(np.float32) / 255.0 - self._mean) / self._std
+    if self.random_erasing and rng.random() < self.random_erasing:
+      box = erasing_box(*image.shape[:2], rng)
+      if box is not None:
+        top, left, h, w = box
+        image[top:top + h, left:left + w] = 0.0
     out = {"image": image, "label": np.int32(record["label"])}
     if "mask" in record:
       out["mask"] = np.bool_(record["mask"])

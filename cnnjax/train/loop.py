@@ -120,6 +120,13 @@ def check_model_input(model, input_shape, config, info) -> Dict[str, Any]:
                     f"Use a larger image size.") from None
 
 
+def steps_options(config) -> Dict[str, Any]:
+  """The train step's mixing and moving-average options from the config (steps.make_train_step)."""
+  return dict(mixup_alpha=config.mixup.alpha, cutmix_alpha=config.cutmix.alpha, mix_prob=config.mixup.prob,
+              mix_switch_prob=config.mixup.switch_prob, ema_decay=config.ema.decay,
+              ema_start_step=config.ema.start_step)
+
+
 def evaluate(eval_step, state, eval_ds, sharding) -> Dict[str, float]:
   """Runs `eval_step` over every batch of `eval_ds` and returns mean loss, top-1 and top-5 accuracy."""
   sums = None
@@ -144,6 +151,7 @@ class Run:
   state: Any
   train_step: Callable
   eval_step: Callable
+  eval_ema_step: Optional[Callable]  # the moving average's, where config.ema.decay > 0 (logged as 'eval_ema')
   make_train_iter: Callable[[int], Any]  # start step -> iterator of local batches
   eval_ds: Any
   dev_ds: Any                       # config.early_stopping.split's batches, or None
@@ -210,12 +218,14 @@ def _restore_or_init(config, workdir, ckpt, create, state_sharding, fit_probe=No
   state = jax.jit(create, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
   if config.init.checkpoint:  # applied once: a resumed run restored its own state above
     i = config.init
-    state, n = transfer.apply_init(state, transfer.load_init(i.checkpoint, i.step), i.dont_load,
+    state, n = transfer.apply_init(state, transfer.load_init(i.checkpoint, i.step, ema=i.ema), i.dont_load,
                                    i.load_batch_stats)
     state = jax.device_put(state, state_sharding)
     log.info("initialised %d leaves from %s (not loaded: %s)", n, i.checkpoint, list(i.dont_load) or "none")
   if fit_probe is not None:
     state = jax.device_put(fit_probe(state), state_sharding)
+  state = state_lib.reset_ema(state)  # the moving average starts at the weights the init and the probe gave
+  if fit_probe is not None:
     ckpt.save(0, state)
     ckpt.wait()
   return state, 0
@@ -269,7 +279,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   try:
     mesh = parallel.mesh()
     batch_sharding = parallel.batch_sharded(mesh)
-    create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype)
+    create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype, config.ema.decay > 0)
     state_sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
                                               config.parallel.shard_params, config.parallel.shard_min_size)
     log.info("%s", parallel.describe(state_sharding))
@@ -297,14 +307,16 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     raise
   train_step = jax.jit(steps.make_train_step(model, tx, schedule, label_smoothing=config.label_smoothing,
                                              aux_loss_weight=config.aux_loss_weight,
-                                             grad_accum_steps=config.grad_accum_steps, frozen=config.frozen),
+                                             grad_accum_steps=config.grad_accum_steps, frozen=config.frozen,
+                                             **steps_options(config)),
                        in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
-  eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(state_sharding, batch_sharding),
-                      out_shardings=parallel.replicated(mesh))
+  eval_jit = lambda ema: jax.jit(steps.make_eval_step(model, ema), in_shardings=(state_sharding, batch_sharding),
+                                 out_shardings=parallel.replicated(mesh))
+  eval_step, eval_ema_step = eval_jit(False), (eval_jit(True) if config.ema.decay > 0 else None)
   return Run(config=config, workdir=workdir, is_chief=is_chief, lock=lock, steps_per_epoch=steps_per_epoch,
              total_steps=total_steps, start_step=start_step, state=state, train_step=train_step,
-             eval_step=eval_step,
+             eval_step=eval_step, eval_ema_step=eval_ema_step,
              make_train_iter=lambda s: iter(data.train_dataset(config, train_src, info, start_step=s, **pk)),
              eval_ds=eval_ds, dev_ds=dev_ds, batch_sharding=batch_sharding, ckpt=ckpt, writer=writer)
 
@@ -363,17 +375,22 @@ class TrainLog:
                summary["top1"], summary["learning_rate"], summary["examples_per_sec"])
 
 
-def eval_and_log(r: Run, state, step: int) -> Dict[str, float]:
-  """Evaluates the eval split (and the model-selection split, logged as 'dev') and writes them."""
-  for split, ds in (("dev", r.dev_ds), ("eval", r.eval_ds)):
-    if ds is None:
+def eval_and_log(r: Run, state, step: int) -> Dict[str, Dict[str, float]]:
+  """Evaluates the eval split (and the model-selection split, logged as 'dev'; with EMA also the eval split
+  with the moving average, logged as 'eval_ema') and writes them. Returns {'eval': ..., ['eval_ema': ...]}."""
+  out = {}
+  for split, ds, step_fn in (("dev", r.dev_ds, r.eval_step), ("eval", r.eval_ds, r.eval_step),
+                             ("eval_ema", r.eval_ds, r.eval_ema_step)):
+    if ds is None or step_fn is None:
       continue
-    ev = evaluate(r.eval_step, state, ds, r.batch_sharding)
+    ev = evaluate(step_fn, state, ds, r.batch_sharding)
     ev["epoch"] = step / r.steps_per_epoch
     r.writer.write(step, split, ev)
     log.info("%s at step %d: loss %.4f top1 %.4f top5 %.4f (%d examples)", split, step, ev["loss"], ev["top1"],
              ev["top5"], ev["count"])
-  return ev
+    if split != "dev":
+      out[split] = ev
+  return out
 
 
 def selected(entries, metric: str) -> Optional[Dict[str, Any]]:
@@ -401,12 +418,12 @@ def _finish(r: Run, state, last: Dict[str, Dict[str, float]]) -> Dict[str, Dict[
   the last eval was never written."""
   step = r.total_steps
   logged = [e for e in workdir_lib.read_jsonl(r.writer.path) if e["step"] == step]
-  for split in ("train", "eval"):
+  for split in ("train", "eval", "eval_ema"):
     entry = next((e for e in reversed(logged) if e["split"] == split), None)
     if split not in last and entry is not None:
       last[split] = {k: v for k, v in entry.items() if k not in ("step", "split")}
-  if "eval" not in last:
-    last["eval"] = eval_and_log(r, state, step)
+  if "eval" not in last or (r.eval_ema_step is not None and "eval_ema" not in last):
+    last.update(eval_and_log(r, state, step))
   if r.dev_ds is not None:
     last["selected"] = selected(workdir_lib.read_jsonl(r.writer.path), r.config.early_stopping.metric)
   written = workdir_lib.read_json(r.workdir / FINAL) if r.is_chief else None
@@ -440,7 +457,7 @@ def _train(r: Run, end: int) -> Dict[str, Dict[str, float]]:
           tlog.flush(step)
         if step % r.every(c.eval_every_steps) == 0 or step == r.total_steps:
           tlog.flush(step)
-          last["eval"] = eval_and_log(r, state, step)
+          last.update(eval_and_log(r, state, step))
           tlog.reset_clock()  # keep eval time out of the throughput
         if step % r.every(c.checkpoint_every_steps) == 0 or step == end or stopping:
           tlog.flush(step)  # raises before saving if this state's history went non-finite
@@ -459,11 +476,15 @@ def _train(r: Run, end: int) -> Dict[str, Dict[str, float]]:
   return last
 
 
-def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
-                        split: Optional[str] = None) -> Dict[str, float]:
+def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None, split: Optional[str] = None,
+                        ema: bool = False) -> Dict[str, float]:
   """Evaluation only: restores the train state of `workdir`'s newest checkpoint (or `step`), evaluates every
-  example of `split` (default `dataset.eval_split`) once and writes `<workdir>/eval/<split>_<step>.json`.
-  Takes no lock and changes nothing else, so it can run beside training."""
+  example of `split` (default `dataset.eval_split`) once and writes `<workdir>/eval/<split>_<step>.json`
+  (`ema`: with the moving average of the weights, `<split>_ema_<step>.json`; the run must have config.ema.decay
+  > 0). Takes no lock and changes nothing else, so it can run beside training."""
+  if ema and not config.ema.decay > 0:
+    raise ConfigError(f"--ema: the run keeps no moving average of its weights (config.ema.decay="
+                      f"{config.ema.decay!r}); evaluate without --ema")
   parallel.initialize(config)
   config_lib.validate(config)
   workdir = workdir_lib.check(workdir)
@@ -478,7 +499,7 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
   input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
   tx, _ = optim.build(config, 1, max(config.num_train_steps, 1))  # only its state's structure is used
   mesh = parallel.mesh()
-  create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype)
+  create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype, config.ema.decay > 0)
   sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
                                       config.parallel.shard_params, config.parallel.shard_min_size)
   if not (workdir / workdir_lib.CHECKPOINTS).is_dir():  # checked first: the manager would create the folder
@@ -491,12 +512,13 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
   if state is None:
     raise ConfigError(f"no checkpoint to evaluate in {workdir / workdir_lib.CHECKPOINTS}")
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(sharding, parallel.batch_sharded(mesh)),
+  eval_step = jax.jit(steps.make_eval_step(model, ema), in_shardings=(sharding, parallel.batch_sharded(mesh)),
                       out_shardings=parallel.replicated(mesh))
   ev = evaluate(eval_step, state, data.eval_dataset(config, eval_src, info, **pk), parallel.batch_sharded(mesh))
   if jax.process_index() == 0:
-    workdir_lib.write_json(workdir / workdir_lib.EVAL / f"{config.dataset.eval_split}_{step}.json",
-                           {"step": step, "split": config.dataset.eval_split, **ev})
+    name = f"{config.dataset.eval_split}_{'ema_' if ema else ''}{step}.json"
+    workdir_lib.write_json(workdir / workdir_lib.EVAL / name, {"step": step, "split": config.dataset.eval_split,
+                                                               "ema": ema, **ev})
   return {"step": step, **ev}
 
 
@@ -522,4 +544,7 @@ def run(config, workdir, *, stop_after_steps: Optional[int] = None, restart: boo
     if "eval" in last:
       print(f"  eval: top1 {last['eval']['top1']:.4f}, top5 {last['eval']['top5']:.4f}, "
             f"loss {last['eval']['loss']:.4f} on {int(last['eval']['count'])} examples")
+    if "eval_ema" in last:
+      print(f"  eval with the EMA weights: top1 {last['eval_ema']['top1']:.4f}, top5 {last['eval_ema']['top5']:.4f}, "
+            f"loss {last['eval_ema']['loss']:.4f}")
   return last

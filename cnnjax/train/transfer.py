@@ -8,6 +8,8 @@
   (a new head for a new number of classes). Every other leaf must be in the init with the same shape: a
   missing, unexpected or reshaped leaf not covered by `dont_load` fails, listing them.
 - `init.load_batch_stats`: also take the running statistics of batch norm.
+- `init.ema`: take a workdir's exponential moving average of the weights (and of the batch-norm statistics)
+  instead of its raw weights (its run had `ema.decay` > 0); so a linear probe or a fine-tuning starts from them.
 - `frozen`: a regex; matching parameters get no update, no weight decay and no optimizer state (optax's
   `set_to_zero` in a `multi_transform`), and no gradient is computed for them (the train step differentiates
   only the other parameters, so XLA drops the backward pass below the lowest trainable layer). A batch norm
@@ -45,12 +47,21 @@ def _path_str(path) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
-def load_init(directory: str, step: int = -1) -> Dict[str, Any]:
-  """{'params': ..., 'batch_stats': ...} (numpy) of a workdir or a converted pretrained directory."""
+def load_init(directory: str, step: int = -1, ema: bool = False) -> Dict[str, Any]:
+  """{'params': ..., 'batch_stats': ...} (numpy) of a workdir or a converted pretrained directory; `ema`
+  (init.ema): a workdir's moving average of the weights instead of its raw weights."""
   d = workdir_lib.path(directory)
   if (d / "pretrained.json").exists():
+    if ema:
+      raise ConfigError(f"config.init.ema=True but {directory} is a converted pretrained directory, which holds "
+                        "one set of weights (no moving average): set init.ema=False")
     return pretrained.load(directory)[2]
-  state, _ = checkpoint.load_numpy(directory, None if step < 0 else step)
+  state, s = checkpoint.load_numpy(directory, None if step < 0 else step)
+  if ema:
+    if "ema" not in state:
+      raise ConfigError(f"config.init.ema=True but the checkpoint of step {s} in {directory} holds no moving "
+                        "average of the weights (its run had ema.decay=0): set init.ema=False")
+    state = state["ema"]
   return {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
 
 
