@@ -11,7 +11,7 @@ CACHE = os.path.join(__import__("tempfile").gettempdir(), "cnnjax-test-jax-cache
 # conftest.tiny_config applies it to configs/resnet.py in process; TINY gives it as command-line overrides.
 TINY_FIELDS = {"model.width": 0.5, "model.stage_sizes": (1, 1, 1), "dataset.image_size": 8,
                "dataset.augment": "none", "batch_size": 32, "eval_batch_size": 64, "learning_rate": 0.05,
-               "progress_bar": False, "compilation_cache_dir": CACHE}
+               "progress_bar": False, "compilation_cache_dir": CACHE, "model.conv_autotune": "cached"}
 TINY = [f"--config.{k}={v}" for k, v in TINY_FIELDS.items()]
 
 

@@ -1,9 +1,27 @@
 """Shared fixtures: a tiny, fast config on the embedded digits."""
+import tempfile
+
 import pytest
 
-from cnnjax.layers import cpu_fast
+from cnnjax.layers import autotune, cpu_fast
+from configs import default
 
 cpu_fast.set_xla_flags()  # the project's CPU XLA flags, as the entry points set them, before jax starts
+
+# Tests never measure convolutions ('auto' runs what a cache holds, lax otherwise): every config built in this
+# process says conv_autotune='cached' (the subprocess runs get it from tests/_runner.TINY_FIELDS), and code that
+# traces models outside a run reads an empty cache, not the user's.
+_default_config = default.get_config
+
+
+def _tests_config():
+  c = _default_config()
+  c.model.conv_autotune = "cached"
+  return c
+
+
+default.get_config = _tests_config
+autotune.configure("cached", tempfile.mkdtemp(prefix="cnnjax-test-autotune-"))
 
 
 def tiny_config(**overrides):

@@ -27,6 +27,7 @@ from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
+from cnnjax.layers import autotune
 from cnnjax.train import optim, probe, state as state_lib, steps, transfer
 
 log = logging.getLogger("cnnjax")
@@ -101,15 +102,27 @@ def fingerprint(tree) -> str:
 def check_model_input(model, input_shape, config, info) -> Dict[str, Any]:
   """Traces the model (no compute) so that a bad model option or a too-small image fails before compiling,
   each with its own message: only a model that builds at a large input and not at this one is 'too small'.
-  Returns the convolution implementation each layer resolved to, with the backend and XLA flags (for
-  conv_impls.json)."""
+  Under conv_impl='auto' on CPU the model is traced again at the training step's (micro)batch: the autotuner
+  decides the convolutions it sees (measuring those it has not, with model.conv_autotune='measure'), and the
+  plan is that of a last trace. Returns the convolution implementation each layer resolved to, with the backend,
+  XLA flags and, under 'auto', the machine key and where the plan came from (for conv_impls.json)."""
+  trace = lambda batch: models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True,
+                                              batch=batch)
   try:
     with layers.record_conv_impls() as plan:
-      models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True)
-    return layers.conv_impls_record(plan)
+      trace(1)
   except Exception as small:  # pylint: disable=broad-except
     first_line = str(small).splitlines()[0][:300] if str(small) else type(small).__name__
     error = small
+  else:
+    if jax.default_backend() == "cpu" and any(r.requested == "auto" for r in plan):
+      batch = config.batch_size // config.grad_accum_steps
+      with layers.record_conv_impls() as plan, autotune.collecting() as specs:
+        trace(batch)
+      if autotune.decide(specs):  # something was measured or agreed on: trace with the decisions
+        with layers.record_conv_impls() as plan:
+          trace(batch)
+    return layers.conv_impls_record(plan)
   try:
     if info.input_shape is not None:  # text: the input's size is the data's, not an option
       raise error
@@ -249,6 +262,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   parallel.initialize(config)
   config_lib.validate(config)
   parallel.enable_compilation_cache(config.compilation_cache_dir)
+  autotune.configure(config.model.conv_autotune, config.compilation_cache_dir)
   workdir = workdir_lib.path(workdir)
   is_chief = jax.process_index() == 0
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
