@@ -115,12 +115,12 @@ def logs_conv_impls(call):
 def workdir_record(records) -> dict:
   """What conv_impls.json holds: the backend, XLA_FLAGS, each layer's resolution (config.json says what was
   asked for; this says what ran) and, when a layer asked for 'auto' on CPU, the machine key its plan is cached
-  under and whether the plan came from the cache ('autotune': mode, file, shapes, measured, from_cache)."""
+  under and where its decisions came from ('autotune': mode, file, shapes, measured, from_cache, undecided,
+  plan_from_cache: every shape's decision was read from the cache)."""
   out = {"backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
          "summary": describe(records), "layers": [r._asdict() for r in records]}
   if jax.default_backend() == "cpu" and any(r.requested == "auto" for r in records):
     st = autotune.state()
     out["machine"] = st.key
-    out["autotune"] = dict(st.summary, mode=st.mode, file=str(st.file),
-                           plan_from_cache=st.summary.get("measured", 0) == 0 and st.mode != "off")
+    out["autotune"] = dict(st.summary, mode=st.mode, file=str(st.file))
   return out
