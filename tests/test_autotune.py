@@ -42,6 +42,8 @@ class FakeClock:
     def run(*args):
       self.calls.append(path)
       c = self.cost[path]
+      if c == ["fails"]:
+        raise RuntimeError(f"{path} does not compile")
       self.t += c[0]
       c.append(c.pop(0))   # cycle through the listed costs
     return run
@@ -73,10 +75,18 @@ def test_a_tie_within_the_margin_goes_to_lax(tmp_path):
   assert _decide(tmp_path / "b", {"xla": [1.0], "lax_cpu": [just_outside], "polyphase": [1.0]})[0] == "lax_cpu"
 
 
+def test_a_candidate_that_fails_is_dropped_with_a_warning(tmp_path, caplog):
+  with caplog.at_level(logging.WARNING, logger="cnnjax"):
+    path, _ = _decide(tmp_path, {"xla": [1.0], "lax_cpu": [0.5], "polyphase": ["fails"]})
+  assert path == "lax_cpu"
+  assert any("polyphase failed" in r.getMessage() and "does not compile" in r.getMessage() for r in caplog.records)
+
+
 def test_the_ratio_is_paired_within_rounds():
-  """A round slowed by load slows both sides of its ratio: polyphase at 0.7 of lax in every round wins even though
-  its median time (2.1) exceeds lax's (1.0) when its rounds fall on the loaded ones."""
-  times = {"xla": [1.0, 1.0, 3.0, 3.0, 3.0], "polyphase": [0.7, 0.7, 2.1, 2.1, 2.1]}
+  """A round slowed by load (x3) slows both sides of its ratio: polyphase at 0.7 of lax in four rounds of five
+  wins, although a load that hit three of its rounds and two of lax's puts its median time (2.1) above lax's
+  (1.0); medians compared unpaired would keep lax."""
+  times = {"xla": [1.0, 1.0, 3.0, 3.0, 1.0], "polyphase": [0.7, 0.7, 2.1, 2.1, 2.1]}
   assert autotune.choose(times) == "polyphase"
   assert autotune.ratios(times)["polyphase"] == pytest.approx(0.7)
 

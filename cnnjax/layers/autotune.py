@@ -149,10 +149,17 @@ def measure(spec: ConvSpec, paths, timer: Callable[[], float] = time.perf_counte
   """Seconds of one forward+backward per path in each of `ROUNDS` interleaved rounds (after a compiling call
   and a calibrating one): {path: [seconds per round]}."""
   args = _arguments(spec)
-  fns = {p: make_fn(p, spec) for p in paths}
-  once = {}
-  for p, f in fns.items():
-    jax.block_until_ready(f(*args))   # compiles
+  fns, once = {}, {}
+  for p in paths:
+    f = make_fn(p, spec)
+    try:
+      jax.block_until_ready(f(*args))   # compiles
+    except Exception as e:  # pylint: disable=broad-except
+      if p == "xla":
+        raise
+      log.warning("conv autotune: %s failed on %s (%s: %s); not a candidate", p, spec_key(spec), type(e).__name__, e)
+      continue
+    fns[p] = f
     t = timer()
     jax.block_until_ready(f(*args))
     once[p] = timer() - t
@@ -240,7 +247,8 @@ def read(path: pathlib.Path, key: dict) -> Dict[str, dict]:
     log.warning("conv autotune: ignoring %s: written for another machine or software (%s), not this one (%s)",
                 path, doc.get("machine"), key)
     return {}
-  good = {k: v for k, v in doc["decisions"].items() if isinstance(v, dict) and v.get("path") in CHOICES}
+  good = {k: v for k, v in doc["decisions"].items() if isinstance(v, dict) and v.get("path") in CHOICES
+          and isinstance(v.get("ms", {}), dict) and all(isinstance(t, (int, float)) for t in v.get("ms", {}).values())}
   if len(good) != len(doc["decisions"]):
     log.warning("conv autotune: %s: ignoring %d decisions that name no known path", path,
                 len(doc["decisions"]) - len(good))
