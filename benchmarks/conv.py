@@ -115,7 +115,8 @@ def noise(a):
       times = autotune.measure(spec, ("xla", "b"), make_fn=make)
       got.append(autotune.ratios(times)["b"])
     ratios += got
-    print(f"3x3 s{s} {hw}x{hw} {cin}->{cout} batch {n}: lax {statistics.median(times['xla']) * 1e3:.1f} ms; copy / lax (median of paired ratios) " +
+    print(f"3x3 s{s} {hw}x{hw} {cin}->{cout} batch {n}: lax {statistics.median(times['xla']) * 1e3:.1f} ms; "
+          f"copy / lax (median of paired ratios) " +
           " ".join(f"{r:.3f}" for r in got), flush=True)
   dev = sorted(abs(r - 1) for r in ratios)
   print(f"|ratio - 1| over {len(ratios)} comparisons: median {statistics.median(dev):.3f}, "

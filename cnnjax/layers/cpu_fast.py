@@ -89,8 +89,8 @@ def conv(path: str, spec: ConvSpec, x, w):
   if path in ("lax_cpu", "xla"):   # 'xla': plain lax on the canonical layout (the autotuner's reference)
     act = (0, nd + 1) + tuple(range(1, nd + 1))
     dn = lax.ConvDimensionNumbers(act, (nd + 1, nd) + tuple(range(nd)), act)
-    return lax.conv_general_dilated(materialize(x) if path == "lax_cpu" else x, w, spec.strides, spec.padding, spec.lhs_dilation,
-                                    spec.rhs_dilation, dn,
+    x = materialize(x) if path == "lax_cpu" else x
+    return lax.conv_general_dilated(x, w, spec.strides, spec.padding, spec.lhs_dilation, spec.rhs_dilation, dn,
                                     spec.feature_group_count, spec.batch_group_count, spec.precision,
                                     spec.out_dtype)
   if path == "polyphase":
