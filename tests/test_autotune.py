@@ -1,6 +1,7 @@
 """conv_impl='auto' decides per machine (cnnjax/layers/autotune.py): decisions under a fake clock, the machine
 key, the cache file (damaged, foreign, cached-only, a second run), process 0's plan for every process, and models
-that really run each CPU path the tuner can choose, forced through the cache, against plain lax."""
+that really run each CPU path the tuner can choose, forced through the cache, against plain lax; two real
+processes agreeing on process 0's plan."""
 import json
 import logging
 
@@ -249,3 +250,37 @@ def test_the_run_records_machine_key_and_a_cached_plan(tmp_path):
   assert rec["autotune"]["from_cache"] == len(paths) and rec["autotune"]["measured"] == 0
   assert {r["used"] for r in rec["layers"]} == {"polyphase", "lax_cpu"}
   assert np.isfinite([e["loss"] for e in read_jsonl(str(tmp_path / "auto" / "metrics.jsonl"))]).all()
+
+
+_TWO_PROCESSES = r"""
+import json, sys
+import jax
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+import jax.numpy as jnp
+from cnnjax.layers import autotune
+from cnnjax.layers._conv_spec import make_spec
+key = {"cpu": "Test CPU", "isa": [], "jax": "0", "jaxlib": "0", "xla_flags": ""}
+spec = make_spec(jax.ShapeDtypeStruct((2, 16, 16, 8), jnp.float32), jax.ShapeDtypeStruct((3, 3, 8, 8), jnp.float32),
+                 (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+autotune.configure("cached", sys.argv[3], key=key)
+if jax.process_index() == 0:
+  autotune.write(autotune.cache_file(sys.argv[3], key), key, {autotune.spec_key(spec): {"path": "polyphase", "ms": {}}})
+autotune.decide({autotune.spec_key(spec): spec})
+print(json.dumps([autotune.resolve_auto(spec, "cpu")[0], autotune.state().summary["from_process_0"]]))
+"""
+
+
+@pytest.mark.slow
+def test_two_real_processes_run_process_0s_plan(tmp_path):
+  """jax.distributed on 127.0.0.1: process 0's cache says polyphase, process 1's (another directory) is empty;
+  after the broadcast both run polyphase."""
+  import subprocess
+  import sys
+  from tests import _runner
+  address = f"127.0.0.1:{_runner.free_port()}"
+  procs = [subprocess.Popen([sys.executable, "-c", _TWO_PROCESSES, address, str(i), str(tmp_path / str(i))],
+                            cwd=_runner.ROOT, env=_runner.env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True) for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+  assert [json.loads(o.strip().splitlines()[-1]) for o, _ in outs] == [["polyphase", 0], ["polyphase", 1]]
