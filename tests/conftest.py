@@ -41,6 +41,16 @@ def tiny_config(**overrides):
   return c
 
 
+def force_autotune_plan(directory, monkeypatch, plan):
+  """Makes conv_impl='auto' run `plan` ({ConvSpec: path}) on CPU, read from a cache file in `directory` as a
+  (fake) machine's decisions would be; the autotuner's state is restored after the test."""
+  key = {"cpu": "Test CPU", "isa": [], "jax": "0", "jaxlib": "0", "xla_flags": ""}
+  monkeypatch.setattr(autotune, "_STATE", autotune.state())
+  autotune.write(autotune.cache_file(str(directory), key), key,
+                 {autotune.spec_key(s): {"path": p, "ms": {}} for s, p in plan.items()})
+  autotune.configure("cached", str(directory), key=key)
+
+
 def assert_resume_is_exact(config, tmp_path, stop_after: int):
   """Trains `config` straight through, and again stopped after `stop_after` steps and resumed: the final states
   are equal bit for bit. Returns the final state (numpy)."""

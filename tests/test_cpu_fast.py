@@ -16,6 +16,7 @@ from jax import lax
 from cnnjax import layers
 from cnnjax.layers import autotune, cpu_fast
 from cnnjax.layers._conv_spec import make_spec
+from tests.conftest import force_autotune_plan
 
 DN = ("NHWC", "HWIO", "NHWC")
 HI = lax.Precision.HIGHEST
@@ -72,20 +73,11 @@ def test_auto_is_lax_off_cpu_and_undecided_and_the_cached_path_on_cpu(tmp_path, 
       assert layers.resolve_impl("auto", spec, backend=backend) == ("xla", f"auto on {backend}: lax"), name
   for name, spec in specs.items():   # the tests' autotune cache is empty: plain lax
     assert layers.resolve_impl("auto", spec, backend="cpu") == ("xla", "not decided (conv_autotune=cached): lax")
-  _force(tmp_path, monkeypatch, {specs["3x3 stride 2"]: "polyphase", specs["1x1"]: "dot"})
+  force_autotune_plan(tmp_path, monkeypatch, {specs["3x3 stride 2"]: "polyphase", specs["1x1"]: "dot"})
   cpu = {n: layers.resolve_impl("auto", s, backend="cpu")[0] for n, s in specs.items()}
   assert cpu == {"3x3": "xla", "3x3 stride 2": "polyphase", "1x1": "dot", "dilated": "xla"}
   for impl in ("xla", "winograd", "direct"):   # any other impl resolves the same on every backend
     assert layers.resolve_impl(impl, specs["1x1"], backend="gpu") == layers.resolve_impl(impl, specs["1x1"])
-
-
-def _force(tmp_path, monkeypatch, plan):
-  """Makes 'auto' run `plan` ({spec: path}) on CPU, as a cache file of a (fake) machine would."""
-  key = {"cpu": "Test CPU", "isa": [], "jax": "0", "jaxlib": "0", "xla_flags": ""}
-  monkeypatch.setattr(autotune, "_STATE", autotune.state())   # restored after the test
-  autotune.write(autotune.cache_file(str(tmp_path), key), key,
-                 {autotune.spec_key(s): {"path": p, "ms": {}} for s, p in plan.items()})
-  autotune.configure("cached", str(tmp_path), key=key)
 
 
 def test_candidates_are_the_paths_that_fit_less_the_measured_losers():
@@ -128,7 +120,7 @@ def test_xla_is_exactly_flax_conv_and_auto_takes_the_cpu_paths(strides, tmp_path
   input through a conditional and, strided, computes the input gradient without XLA's zero-dilated gradient."""
   x = jnp.ones((2, 17, 17, 3))
   spec = make_spec(x, jnp.ones((3, 3, 3, 4)), (strides, strides), "SAME", dimension_numbers=DN)
-  _force(tmp_path, monkeypatch, {spec: "lax_cpu" if strides == 1 else "polyphase"})
+  force_autotune_plan(tmp_path, monkeypatch, {spec: "lax_cpu" if strides == 1 else "polyphase"})
   ref = nn.Conv(4, (3, 3), strides=strides)
   v = ref.init(jax.random.PRNGKey(0), x)
   prog = lambda m: jax.make_jaxpr(jax.grad(lambda v, x: jnp.sum(m.apply(v, x) ** 2), (0, 1)))(v, x)
