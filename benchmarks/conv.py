@@ -3,6 +3,7 @@ table of `conv_impl='auto'`'s CPU paths.
 
   python -m benchmarks.conv [--batch 8] [--repeats 5] [--impls direct,im2col,winograd,fft] [--shapes 3x3|1x1|all]
   python -m benchmarks.conv --table [--write_table] [--repeats 3] [--only 3x3|1x1]
+  python -m benchmarks.conv --noise [--repeats 4]
 
 Prints, per layer shape, the median time of each implementation over interleaved repeats and its ratio to
 'xla' (lax.conv_general_dilated) measured in the same run. Ratios, not seconds, are what to compare.
@@ -10,11 +11,17 @@ Prints, per layer shape, the median time of each implementation over interleaved
 --table times forward+backward of each CPU path of cnnjax/layers/cpu_fast.py that fits (lax_cpu, polyphase,
 dot, winograd_f4, winograd_f2) on the layer shapes of the benchmarked train steps (ResNet-18 CIFAR batch 128,
 ResNet-50 224 px batch 16, VGG-16 64 px batch 32), interleaved; --write_table stores the fastest per shape in
-cnnjax/layers/cpu_table.json, which 'auto' reads (remeasure it on a new machine with this one command).
+cnnjax/layers/cpu_table.json, a record of one machine (named in it); 'auto' does not read it, it measures on each
+machine itself (cnnjax/layers/autotune.py).
+
+--noise times plain lax against a second compiled copy of itself with the autotuner's own timing
+(`autotune.measure`: interleaved rounds, medians) on the default run's layer shapes (ResNet-20, batch 128),
+`--repeats` times per shape: the spread of the ratio is the noise the autotuner's MARGIN must exceed.
 """
 import argparse
 import datetime
 import json
+import pathlib
 import platform
 import statistics
 import subprocess
@@ -24,8 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.layers import conv_general_dilated, cpu_fast
+from cnnjax.layers import autotune, conv_general_dilated, cpu_fast
 from cnnjax.layers._conv_spec import make_spec
+
+TABLE_PATH = pathlib.Path(cpu_fast.__file__).with_name("cpu_table.json")
 
 # (name, H=W, Cin, Cout, k, stride): the 3x3 convs of ResNet-18's stages and ResNet-50's 1x1 convs.
 SHAPES = [("r18 3x3 56x56x64", 56, 64, 64, 3, 1), ("r18 3x3 28x28x128", 28, 128, 128, 3, 1),
@@ -84,8 +93,35 @@ def write_table(entries):
          "what": "forward+backward median ms of each CPU path per layer shape; 'best' is what conv_impl='auto' "
                  "takes for the nearest shape of the same kernel size and stride",
          "entries": entries}
-  cpu_fast.TABLE_PATH.write_text(json.dumps(doc, indent=1) + "\n")
-  print(f"wrote {cpu_fast.TABLE_PATH}")
+  TABLE_PATH.write_text(json.dumps(doc, indent=1) + "\n")
+  print(f"wrote {TABLE_PATH}")
+
+
+# (batch, input H=W, Cin, Cout, stride): the 3x3 convolutions of ResNet-20 (configs/resnet.py) at batch 128.
+NOISE_SHAPES = [(128, 32, 16, 16, 1), (128, 32, 16, 32, 2), (128, 16, 32, 32, 1), (128, 16, 32, 64, 2),
+                (128, 8, 64, 64, 1)]
+
+
+def noise(a):
+  """The autotuner's ratio of the same path to itself (plain lax, two compiled copies), `a.repeats` times per
+  shape."""
+  ratios = []
+  for n, hw, cin, cout, s in NOISE_SHAPES:
+    x, w = jax.ShapeDtypeStruct((n, hw, hw, cin), jnp.float32), jax.ShapeDtypeStruct((3, 3, cin, cout), jnp.float32)
+    spec = make_spec(x, w, (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    make = lambda path, spec: autotune.fwd_bwd("xla", spec)   # 'a' and 'b': two jitted copies of lax
+    got = []
+    for _ in range(a.repeats):
+      times = autotune.measure(spec, ("xla", "b"), make_fn=make)
+      got.append(autotune.ratios(times)["b"])
+    ratios += got
+    print(f"3x3 s{s} {hw}x{hw} {cin}->{cout} batch {n}: lax {statistics.median(times['xla']) * 1e3:.1f} ms; "
+          f"copy / lax (median of paired ratios) " +
+          " ".join(f"{r:.3f}" for r in got), flush=True)
+  dev = sorted(abs(r - 1) for r in ratios)
+  print(f"|ratio - 1| over {len(ratios)} comparisons: median {statistics.median(dev):.3f}, "
+        f"90th percentile {dev[int(0.9 * (len(dev) - 1))]:.3f}, max {dev[-1]:.3f}; autotune.MARGIN = "
+        f"{autotune.MARGIN}")
 
 
 def _fns(impl, stride):
@@ -114,7 +150,10 @@ def main():
   p.add_argument("--table", action="store_true", help="time the CPU paths of conv_impl='auto' instead")
   p.add_argument("--write_table", action="store_true", help="with --table: store cnnjax/layers/cpu_table.json")
   p.add_argument("--only", default="", choices=("", "3x3", "1x1"), help="with --table: only these kernels")
+  p.add_argument("--noise", action="store_true", help="the timing noise of the autotuner: lax against lax")
   a = p.parse_args()
+  if a.noise:
+    return noise(a)
   if a.table:
     entries = table(a)
     if a.write_table:

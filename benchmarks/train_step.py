@@ -2,14 +2,15 @@
 
   pip install -r requirements-bench.txt
   python -m benchmarks.train_step [--models resnet18_cifar,resnet50,vgg16] [--repeats 3] [--steps 3]
-                                  [--conv_impl auto,xla]
+                                  [--conv_impl auto,xla] [--autotune_dir DIR]
 
 JAX side: `cnnjax.train.steps.make_train_step` with the optimizer from `cnnjax.train.optim.build` on a real config
 (configs/default.py), jitted with the state donated, as the training loop does. PyTorch side: the same
 architectures written out below (parameter counts asserted equal), SGD momentum 0.9 + weight decay,
 cross-entropy, 2 threads, in eager NCHW, eager channels_last and torch.compile modes. Random data, float32.
 Reports medians over interleaved repeats, the ratio to PyTorch's best mode, the JAX step's GFLOP/s from XLA's cost
-analysis, the fraction of a matmul peak measured in the same run, and the first step's compile time.
+analysis, the fraction of a matmul peak measured in the same run, the first step's compile time and, for 'auto',
+the one-time autotuning seconds (nothing when its cache in --autotune_dir already holds the step's shapes).
 """
 import argparse
 import statistics
@@ -20,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import models
-from cnnjax.layers import cpu_fast
+from cnnjax import layers
+from cnnjax.layers import autotune
 from cnnjax.train import optim, state as state_lib, steps
 from configs import default
 
@@ -32,28 +34,35 @@ MODELS = {  # name: (registry name, options, image size, batch, classes)
 }
 
 
-def jax_step(name, conv_impl):
-  """conv_impl 'auto-notable': 'auto' without cpu_table.json (its measured Winograd and dot choices)."""
+def jax_step(name, conv_impl, autotune_dir):
+  """The jitted train step of `name`; under conv_impl 'auto' the autotuner first decides the step's convolutions
+  (model.conv_autotune='measure', its cache in `autotune_dir`, as a run with compilation_cache_dir there)."""
   reg, opts, size, batch, classes = MODELS[name]
   c = default.get_config()
   c.learning_rate, c.weight_decay, c.lr_schedule = 0.1, 5e-4, "constant"
   impl = conv_impl or c.model.conv_impl
-  table = cpu_fast.table
-  if impl == "auto-notable":   # traced (and compiled) here, then run as compiled: the table stays off for it
-    impl, cpu_fast.table = "auto", lambda: ()
-  try:
-    model = models.create(reg, num_classes=classes, conv_impl=impl, **opts)
-    tx, sched = optim.build(c, 100, 100)
-    state = state_lib.create(jax.random.PRNGKey(0), model, tx, (size, size, 3))
-    rng = np.random.default_rng(0)
-    data = {"image": jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32),
-            "label": jnp.asarray(rng.integers(0, classes, batch), jnp.int32)}
-    fn = jax.jit(steps.make_train_step(model, tx, sched), donate_argnums=0)
+  model = models.create(reg, num_classes=classes, conv_impl=impl, **opts)
+  tune_s = 0.0
+  if impl == "auto":
+    autotune.configure("measure", autotune_dir)
+    with autotune.collecting() as specs:
+      models.init_variables(model, (size, size, 3), abstract=True, batch=batch)
     t = time.perf_counter()
+    autotune.decide(specs)
+    tune_s = time.perf_counter() - t
+  tx, sched = optim.build(c, 100, 100)
+  state = state_lib.create(jax.random.PRNGKey(0), model, tx, (size, size, 3))
+  rng = np.random.default_rng(0)
+  data = {"image": jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32),
+          "label": jnp.asarray(rng.integers(0, classes, batch), jnp.int32)}
+  fn = jax.jit(steps.make_train_step(model, tx, sched), donate_argnums=0)
+  t = time.perf_counter()
+  with layers.record_conv_impls() as plan:
     fn = fn.lower(state, data).compile()
-    compile_s = time.perf_counter() - t
-  finally:
-    cpu_fast.table = table
+  compile_s = time.perf_counter() - t
+  if impl == "auto":
+    print(f"  {name} jax_auto: autotune {tune_s:.0f} s ({autotune.state().summary.get('measured', 0)} shapes "
+          f"measured); plan {layers.describe_conv_impls(plan)}", flush=True)
   compiled = fn
   flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
   box = {"state": state}
@@ -65,7 +74,7 @@ def jax_step(name, conv_impl):
     jax.block_until_ready(m)
     box["state"] = s
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
-  return run, batch, compile_s, flops, n_params
+  return run, batch, compile_s, flops, n_params, tune_s
 
 
 def torch_models():
@@ -179,16 +188,19 @@ def main():
   p.add_argument("--torch_modes", default="eager,channels_last,compiled")
   p.add_argument("--conv_impl", default="", help="model.conv_impl (default: configs/default.py's); a comma "
                  "list times each as its own system, e.g. auto,xla")
+  p.add_argument("--autotune_dir", default=default.get_config().compilation_cache_dir,
+                 help="where 'auto''s decisions are cached (a fresh directory: measure the one-time cost again)")
   a = p.parse_args()
   import torch
   torch.set_num_threads(2)
   peak = matmul_peak()
-  print(f"jax {jax.__version__}, torch {torch.__version__}, matmul peak {peak:.0f} GFLOP/s (2048^3, this run)")
+  print(f"{autotune.machine_key()['cpu']}: jax {jax.__version__}, torch {torch.__version__}, matmul peak "
+        f"{peak:.0f} GFLOP/s (2048^3, this run)")
   for name in a.models.split(","):
-    systems, firsts, flops = {}, {}, {}
+    systems, firsts, flops, tunes = {}, {}, {}, {}
     for impl in a.conv_impl.split(","):
       key = f"jax_{impl}" if impl else "jax"
-      systems[key], batch, firsts[key], flops[key], n_params = jax_step(name, impl)
+      systems[key], batch, firsts[key], flops[key], n_params, tunes[key] = jax_step(name, impl, a.autotune_dir)
     for mode in (m for m in a.torch_modes.split(",") if m and name in torch_models()):
       systems[f"torch_{mode}"], firsts[f"torch_{mode}"] = torch_step(name, mode, n_params)
     for f in systems.values():
@@ -203,7 +215,8 @@ def main():
     best_torch = max([v for k, v in ips.items() if k.startswith("torch")] or [float("nan")])
     print(f"\n{name} (batch {batch}, {n_params:,d} params)")
     for k, v in ips.items():
-      print(f"  {k:22s} {v:8.1f} images/s   first step {firsts[k]:6.1f} s")
+      tune = f" + autotune {tunes[k]:.0f} s" if tunes.get(k) else ""
+      print(f"  {k:22s} {v:8.1f} images/s   first step {firsts[k]:6.1f} s{tune}")
     for k in (k for k in ips if k.startswith("jax")):
       gflops = flops[k] / statistics.median(times[k]) / 1e9   # XLA's count: Winograd's is lower for the same work
       print(f"  {k} / best torch: {ips[k] / best_torch:.2f}x; {k} step {gflops:.0f} GFLOP/s = "

@@ -5,11 +5,13 @@ from typing import List, Optional
 
 import flax
 import jax
+import jax.numpy as jnp
 
 from cnnjax import models
 from cnnjax.data.sources import TEXT_NAMES
 from cnnjax.errors import ConfigError
 from cnnjax.layers import IMPLS
+from cnnjax.layers.autotune import MODES as AUTOTUNE_MODES
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 
 DTYPES = ("float32", "bfloat16")
@@ -43,6 +45,8 @@ def validate(config) -> None:
     _check(c[f] == -1 or c[f] > 0, f, c[f], "> 0, or -1 for once per epoch")
   _check(c.keep_checkpoints >= 1, "keep_checkpoints", c.keep_checkpoints, ">= 1")
   _check(c.model.conv_impl in IMPLS, "model.conv_impl", c.model.conv_impl, f"one of {IMPLS}")
+  _check(c.model.conv_autotune in AUTOTUNE_MODES, "model.conv_autotune", c.model.conv_autotune,
+         f"one of {AUTOTUNE_MODES}")
   _check(c.parallel.shard_min_size >= 1, "parallel.shard_min_size", c.parallel.shard_min_size, ">= 1")
   _check(c.dataset.num_workers >= 0, "dataset.num_workers", c.dataset.num_workers, ">= 0")
   _check(c.dataset.image_size > 0, "dataset.image_size", c.dataset.image_size, "> 0")
@@ -78,15 +82,18 @@ def validate(config) -> None:
            c.mixup.alpha or c.cutmix.alpha, f"0 for a text data set ({c.dataset.name!r}: token ids do not mix)")
   _check(c.early_stopping.metric in ("top1", "loss"), "early_stopping.metric", c.early_stopping.metric,
          "'top1' or 'loss'")
-  models.registry.check(c.model.name, [k for k, v in c.model.items() if k != "name" and v is not None])
+  models.registry.check(c.model.name, list(model_options(c, dtype=False)))
 
 
-def model_options(config) -> dict:
-  """The model's options: every field of config.model but its name and those left None (the named model's
-  own value), plus the compute dtype."""
-  opts = {k: v for k, v in config.model.items() if k != "name" and v is not None}
-  if "dtype" not in opts:
-    import jax.numpy as jnp
+# Fields of config.model that are not options of the model itself.
+NOT_MODEL_OPTIONS = ("name", "conv_autotune")
+
+
+def model_options(config, dtype: bool = True) -> dict:
+  """The model's options: every field of config.model but NOT_MODEL_OPTIONS and those left None (the named
+  model's own value), plus the compute dtype (if `dtype`)."""
+  opts = {k: v for k, v in config.model.items() if k not in NOT_MODEL_OPTIONS and v is not None}
+  if dtype and "dtype" not in opts:
     opts["dtype"] = jnp.dtype(config.dtype)
   return opts
 
@@ -133,8 +140,8 @@ def load_file(spec: str):
 # data, optimizer, seed, batch size, ...) would silently mix two experiments in one workdir.
 RESUME_SAFE = ("num_epochs", "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
                "keep_checkpoints", "progress_bar", "compilation_cache_dir", "eval_batch_size", "on_nonfinite",
-               "max_consecutive_nonfinite", "dataset.data_dir", "dataset.num_workers", "dataset.num_threads",
-               "dataset.prefetch", "distributed.", "parallel.")
+               "max_consecutive_nonfinite", "model.conv_autotune", "dataset.data_dir", "dataset.num_workers",
+               "dataset.num_threads", "dataset.prefetch", "distributed.", "parallel.")
 
 
 def _flatten(d) -> dict:

@@ -1,15 +1,32 @@
-"""Shared fixtures and settings: the project's CPU XLA flags, Hypothesis profiles, a tiny config, and finished
-runs that several tests read (session-scoped; copy one before changing it)."""
+"""Shared fixtures and settings: the project's CPU XLA flags, no convolution autotuning, Hypothesis profiles, a
+tiny config, and finished runs that several tests read (session-scoped; copy one before changing it)."""
 import os
 import shutil
+import tempfile
 
 import pytest
 from hypothesis import settings
 
-from cnnjax.layers import cpu_fast
+from cnnjax.layers import autotune, cpu_fast
+from configs import default
 from tests import helpers
 
 cpu_fast.set_xla_flags()  # the project's CPU XLA flags, as the entry points set them, before jax starts
+
+# Tests never measure convolutions ('auto' runs what a cache holds, lax otherwise): every config built in this
+# process says conv_autotune='cached' (the subprocess runs get it from helpers.TINY_FIELDS), and code that
+# traces models outside a run reads an empty cache, not the user's.
+_default_config = default.get_config
+
+
+def _tests_config():
+  c = _default_config()
+  c.model.conv_autotune = "cached"
+  return c
+
+
+default.get_config = _tests_config
+autotune.configure("cached", tempfile.mkdtemp(prefix="cnnjax-test-autotune-"))
 
 # `dev`: few examples, for daily work; `ci`: Hypothesis' defaults (100 examples). .ci/run passes
 # --hypothesis-profile=ci; without it, `ci` where the CI variable is set, else `dev`.

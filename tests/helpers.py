@@ -13,7 +13,7 @@ CACHE = os.path.join(tempfile.gettempdir(), "cnnjax-test-jax-cache")
 # tiny_config applies it to configs/resnet.py in process; TINY gives it as command-line overrides.
 TINY_FIELDS = {"model.width": 0.5, "model.stage_sizes": (1, 1, 1), "dataset.image_size": 8,
                "dataset.augment": "none", "batch_size": 32, "eval_batch_size": 64, "learning_rate": 0.05,
-               "progress_bar": False, "compilation_cache_dir": CACHE}
+               "progress_bar": False, "compilation_cache_dir": CACHE, "model.conv_autotune": "cached"}
 TINY = [f"--config.{k}={v}" for k, v in TINY_FIELDS.items()]
 
 
@@ -80,6 +80,17 @@ def metrics(workdir, split="train"):
 def train_entries(workdir):
   """(step, loss) of every train entry."""
   return [(e["step"], e["loss"]) for e in metrics(workdir, "train")]
+
+
+def force_autotune_plan(directory, monkeypatch, plan):
+  """Makes conv_impl='auto' run `plan` ({ConvSpec: path}) on CPU, read from a cache file in `directory` as a
+  (fake) machine's decisions would be; the autotuner's state is restored after the test."""
+  from cnnjax.layers import autotune
+  key = {"cpu": "Test CPU", "isa": [], "jax": "0", "jaxlib": "0", "xla_flags": ""}
+  monkeypatch.setattr(autotune, "_STATE", autotune.state())
+  autotune.write(autotune.cache_file(str(directory), key), key,
+                 {autotune.spec_key(s): {"path": p, "ms": {}} for s, p in plan.items()})
+  autotune.configure("cached", str(directory), key=key)
 
 
 def assert_resume_is_exact(config, tmp_path, stop_after: int):

@@ -1,6 +1,7 @@
 """conv_impl='auto' and its CPU paths (cnnjax/layers/cpu_fast.py): every path against lax (forward and both
 gradients, float32 and bfloat16, odd sizes, batch 1); 'xla' compiles exactly what flax's Conv does; 'auto' is
-lax off CPU; XLA flags come from the entry points, not from importing cnnjax."""
+lax off CPU and runs the autotuner's decision on CPU (tests/test_autotune.py: how it decides); XLA flags come from
+the entry points, not from importing cnnjax."""
 import os
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import pytest
 from jax import lax
 
 from cnnjax import layers
-from cnnjax.layers import cpu_fast
+from cnnjax.layers import autotune, cpu_fast
 from cnnjax.layers._conv_spec import make_spec
+from tests.helpers import force_autotune_plan
 
 DN = ("NHWC", "HWIO", "NHWC")
 HI = lax.Precision.HIGHEST
@@ -49,7 +51,7 @@ def test_path_matches_lax_forward_and_both_gradients(path, shape, k, stride, pad
   x = jnp.asarray(rng.normal(size=shape), dtype)
   w = jnp.asarray(rng.normal(size=(k, k, shape[-1], 4)), dtype)
   spec = make_spec(x, w, (stride, stride), padding, dimension_numbers=DN)
-  assert cpu_fast._fits(path, spec) or path.startswith("winograd")   # (few channels: would not be chosen)
+  assert autotune.applies(path, spec)
   got, got_vjp = jax.vjp(jax.jit(lambda a, b: cpu_fast.conv(path, spec, a, b)), x, w)
   f32 = lambda a: a.astype(jnp.float32)
   ref, ref_vjp = jax.vjp(lambda a, b: lax.conv_general_dilated(a, b, (stride, stride), padding, dimension_numbers=DN,
@@ -63,20 +65,34 @@ def test_path_matches_lax_forward_and_both_gradients(path, shape, k, stride, pad
     assert _rel(g, r) < tol, name
 
 
-def test_auto_is_lax_off_cpu_and_the_measured_paths_on_cpu():
+def test_auto_is_lax_off_cpu_and_undecided_and_the_cached_path_on_cpu(tmp_path, monkeypatch):
   specs = {"3x3": _spec((8, 32, 32, 16), 3), "3x3 stride 2": _spec((8, 32, 32, 16), 3, 2),
-           "3x3 stride 2, 4x4 out": _spec((8, 8, 8, 16), 3, 2), "1x1": _spec((8, 16, 16, 16), 1, padding="VALID"),
-           "dilated": _spec((8, 16, 16, 16), 3, rhs_dilation=(2, 2)),
-           "7x7 stride 2": _spec((8, 64, 64, 3), 7, 2)}
+           "1x1": _spec((8, 16, 16, 16), 1, padding="VALID"), "dilated": _spec((8, 16, 16, 16), 3, rhs_dilation=(2, 2))}
   for backend in ("gpu", "tpu"):
     for name, spec in specs.items():
       assert layers.resolve_impl("auto", spec, backend=backend) == ("xla", f"auto on {backend}: lax"), name
+  for name, spec in specs.items():   # the tests' autotune cache is empty: plain lax
+    assert layers.resolve_impl("auto", spec, backend="cpu") == ("xla", "not decided (conv_autotune=cached): lax")
+  force_autotune_plan(tmp_path, monkeypatch, {specs["3x3 stride 2"]: "polyphase", specs["1x1"]: "dot"})
   cpu = {n: layers.resolve_impl("auto", s, backend="cpu")[0] for n, s in specs.items()}
-  assert cpu["3x3 stride 2"] == "polyphase" and cpu["3x3 stride 2, 4x4 out"] == "lax_cpu"
-  assert cpu["dilated"] == "lax_cpu" and cpu["7x7 stride 2"] == "polyphase"
-  assert all(p in cpu_fast.PATHS for p in cpu.values())
+  assert cpu == {"3x3": "xla", "3x3 stride 2": "polyphase", "1x1": "dot", "dilated": "xla"}
   for impl in ("xla", "winograd", "direct"):   # any other impl resolves the same on every backend
     assert layers.resolve_impl(impl, specs["1x1"], backend="gpu") == layers.resolve_impl(impl, specs["1x1"])
+
+
+def test_candidates_are_the_paths_that_fit_less_the_measured_losers():
+  """Polyphase only for strided layers with outputs of at least 8x8, dot only for unpadded 1x1 layers, Winograd
+  only for undilated 3x3 stride-1 layers of at least 128 channels; grouped or dilated layers: lax only."""
+  c = lambda *a, **kw: autotune.candidates(_spec(*a, **kw))
+  assert c((4, 28, 28, 160), 3, cout=128) == ("xla", "lax_cpu", "winograd_f4", "winograd_f2")
+  assert c((4, 28, 28, 48), 3, cout=80) == ("xla", "lax_cpu")            # Winograd: too few channels
+  assert c((4, 16, 16, 64), 3, 2) == ("xla", "lax_cpu", "polyphase")
+  assert c((4, 14, 14, 64), 3, 2) == ("xla", "lax_cpu")                  # a 7x7 output
+  assert c((4, 16, 16, 64), 1, padding="VALID") == ("xla", "lax_cpu", "dot")
+  assert c((4, 16, 16, 64), 1, 2, padding="VALID") == ("xla", "lax_cpu", "polyphase", "dot")
+  assert c((4, 16, 16, 64), 1, padding=((1, 1), (1, 1))) == ("xla", "lax_cpu")     # padded 1x1: not a dot
+  assert c((4, 32, 32, 128), 3, cout=128, rhs_dilation=(2, 2)) == ("xla", "lax_cpu")
+  assert c((4, 32, 32, 64), 5, 2) == ("xla", "lax_cpu", "polyphase")
 
 
 def _eqns(jaxpr):
@@ -98,11 +114,13 @@ def _primitives(jaxpr):
 
 
 @pytest.mark.parametrize("strides", [1, 2])
-def test_xla_is_exactly_flax_conv_and_auto_takes_the_cpu_paths(strides):
+def test_xla_is_exactly_flax_conv_and_auto_takes_the_cpu_paths(strides, tmp_path, monkeypatch):
   """impl='xla' traces to the same program as flax.linen.Conv, forward and backward (no conditional, no custom
-  VJP on CPU); impl='auto' on CPU materialises the input through a conditional and, strided, computes the input
-  gradient without XLA's zero-dilated gradient (polyphase)."""
+  VJP on CPU); impl='auto' on CPU, with 'lax_cpu' (stride 1) or 'polyphase' (stride 2) decided, materialises the
+  input through a conditional and, strided, computes the input gradient without XLA's zero-dilated gradient."""
   x = jnp.ones((2, 17, 17, 3))
+  spec = make_spec(x, jnp.ones((3, 3, 3, 4)), (strides, strides), "SAME", dimension_numbers=DN)
+  force_autotune_plan(tmp_path, monkeypatch, {spec: "lax_cpu" if strides == 1 else "polyphase"})
   ref = nn.Conv(4, (3, 3), strides=strides)
   v = ref.init(jax.random.PRNGKey(0), x)
   prog = lambda m: jax.make_jaxpr(jax.grad(lambda v, x: jnp.sum(m.apply(v, x) ** 2), (0, 1)))(v, x)
@@ -151,22 +169,3 @@ def test_auto_plan_is_described_by_path_counts():
   records = [Resolution("a", "auto", "lax_cpu", "3x3 stride 1"), Resolution("b", "auto", "polyphase", "3x3 stride 2"),
              Resolution("c", "auto", "lax_cpu", "3x3 stride 1"), Resolution("d", "auto", "dot", "1x1 stride 1")]
   assert describe(records) == f"conv_impl=auto on {jax.default_backend()}: lax_cpu 2, dot 1, polyphase 1"
-
-
-def test_auto_takes_the_tables_best_path_for_the_nearest_shape(monkeypatch):
-  """The nearest entry (same kernel size and stride, closest in log output size and channels) decides; a path
-  that does not fit the layer (Winograd for a dilated one or one under 128 channels) or no entry for its kernel
-  leaves the defaults."""
-  entries = ({"kernel": 3, "stride": 1, "hw": 32, "cin": 128, "cout": 128, "best": "winograd_f4"},
-             {"kernel": 3, "stride": 1, "hw": 4, "cin": 512, "cout": 512, "best": "lax_cpu"},
-             {"kernel": 1, "stride": 1, "hw": 14, "cin": 256, "cout": 1024, "best": "dot"})
-  monkeypatch.setattr(cpu_fast, "table", lambda: entries)
-  path = lambda *a, **kw: cpu_fast.choose(_spec(*a, **kw))[0]
-  assert path((4, 28, 28, 160), 3, cout=128) == "winograd_f4"
-  assert path((4, 28, 28, 48), 3, cout=80) == "lax_cpu"          # Winograd, but too few channels to repay compiling
-  assert path((4, 5, 5, 384), 3, cout=384) == "lax_cpu"
-  assert path((4, 16, 16, 64), 1, padding="VALID") == "dot"
-  assert path((4, 16, 16, 64), 1, padding=((1, 1), (1, 1))) == "lax_cpu"     # padded 1x1: not a dot
-  assert path((4, 32, 32, 64), 3, rhs_dilation=(2, 2)) == "lax_cpu"
-  assert path((4, 32, 32, 64), 5) == "lax_cpu"                               # no 5x5 entry
-  assert cpu_fast.choose(_spec((4, 28, 28, 160), 3, cout=128))[1] == "3x3 stride 1: table 32x32 128->128"

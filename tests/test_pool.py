@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from cnnjax import layers
-from cnnjax.layers import avg_pool, local_response_norm, max_pool
+from cnnjax.layers import autotune, avg_pool, local_response_norm, max_pool
 from cnnjax.layers.pool import lp_pool
 from tests import helpers
+from tests.helpers import force_autotune_plan
 
 X55 = jnp.arange(25, dtype=jnp.float32).reshape(1, 5, 5, 1)
 
@@ -172,14 +173,20 @@ def test_conv_module_is_a_drop_in_for_flax_conv(impl):
 
 @pytest.mark.parametrize("size,strides,padding", [(8, 2, "SAME"), (17, 2, "SAME"), (16, 1, "SAME"),
                                                    (20, (2, 3), [(1, 1), (0, 2)])])
-def test_conv_module_gradients_match_flax_conv_under_jit(size, strides, padding):
-  """impl='auto''s CPU paths (the input materialised through a conditional; the polyphase input gradient of
-  strided convolutions with outputs of 8x8 and more; Winograd where the table has it) leave values and
-  gradients unchanged."""
+def test_conv_module_gradients_match_flax_conv_under_jit(size, strides, padding, tmp_path, monkeypatch):
+  """impl='auto''s CPU paths, forced through the autotuner's cache (the input materialised through a conditional
+  for stride 1; the polyphase input gradient for strided layers), leave values and gradients unchanged."""
   x = jax.random.normal(jax.random.PRNGKey(0), (2, size, size, 4))
   ref, mine = (nn.Conv(6, (3, 3), strides=strides, padding=padding),
                layers.Conv(6, (3, 3), strides=strides, padding=padding, impl="auto"))
   v = ref.init(jax.random.PRNGKey(1), x)
+  with autotune.collecting() as specs:
+    jax.eval_shape(mine.init, jax.random.PRNGKey(1), x)
+  force_autotune_plan(tmp_path, monkeypatch, {s: "lax_cpu" if s.strides == (1, 1) else "polyphase"
+                                              for s in specs.values()})
+  with layers.record_conv_impls() as plan:
+    jax.eval_shape(mine.init, jax.random.PRNGKey(1), x)
+  assert [r.used for r in plan] == ["lax_cpu" if strides == 1 else "polyphase"]
   loss = lambda m: jax.jit(jax.grad(lambda v, x: jnp.sum(jnp.sin(m.apply(v, jax.nn.relu(x) * 2))), (0, 1)))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), loss(mine)(v, x), loss(ref)(v, x))
 

@@ -43,14 +43,17 @@ def test_few_steps_loss_goes_down_and_outputs_are_written(tmp_path):
   assert checkpoint.Manager(str(tmp_path / "checkpoints")).all_steps() == [6, 12]
   step, state = _final_params(str(tmp_path), c)
   assert step == 12 and int(state["step"]) == 12
-  # conv_impls.json: one entry per convolution (counted here as the rank-4 kernels), each with the CPU path
-  # 'auto' chose (the strided ones, outputs below 8x8: lax with a materialised input), the backend and the
-  # XLA flags.
+  # conv_impls.json: one entry per convolution (counted here as the rank-4 kernels), each with what 'auto' ran
+  # (the tests' conv_autotune='cached' with an empty cache: plain lax, undecided), the backend, the XLA flags and
+  # the machine key the decisions would be cached under.
   plan = json.loads((tmp_path / "conv_impls.json").read_text())
   kernels = [x for x in jax.tree.leaves(state["params"]) if np.ndim(x) == 4]
   assert len(plan["layers"]) == len(kernels) and {p["requested"] for p in plan["layers"]} == {"auto"}
-  assert {p["used"] for p in plan["layers"] if p["reason"].startswith("3x3 stride 2")} == {"lax_cpu"}
+  assert {p["used"] for p in plan["layers"]} == {"xla"}
   assert plan["backend"] == "cpu" and "--xla_cpu_experimental_ynn_fusion_type=" in plan["xla_flags"]
+  assert plan["machine"]["cpu"] and plan["machine"]["xla_flags"] == plan["xla_flags"]
+  assert plan["autotune"]["mode"] == "cached" and not plan["autotune"]["plan_from_cache"]
+  assert plan["autotune"]["undecided"] == plan["autotune"]["shapes"] > 0 and plan["autotune"]["measured"] == 0
 
 
 def test_eval_top1_equals_numpy_recount(tmp_path):

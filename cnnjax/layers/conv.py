@@ -9,8 +9,8 @@ values to rounding), computed by one of:
   'winograd'  Winograd minimal filtering F(4x4, 3x3) (default) or F(2x2, 3x3) (`winograd_tile=2`) for 3x3,
               stride-1, undilated convolutions; anything else raises ValueError (conv_winograd.py)
   'xla'       lax.conv_general_dilated itself, the reference, on every backend
-  'auto'      per backend and shape the fastest measured: lax on GPU and TPU, on CPU one of the paths of
-              cpu_fast.py (lax with a materialised input, polyphase, a dot for 1x1, Winograd)
+  'auto'      lax on GPU and TPU; on CPU plain lax or one of the paths of cpu_fast.py (lax with a materialised
+              input, polyphase, a dot for 1x1, Winograd), as measured on this machine (autotune.py)
 
 All of them handle 1-, 2- and 3-D (in fact n-D) spatial dims; 'SAME', 'SAME_LOWER', 'VALID' and explicit (low,
 high) padding, asymmetric or negative; window strides; input dilation (transposed convolution); kernel dilation
@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnnjax.layers import cpu_fast
+from cnnjax.layers import autotune, cpu_fast
 from cnnjax.layers._conv_spec import ConvSpec, from_canonical, make_spec, to_canonical
 from cnnjax.layers.conv_direct import conv_direct
 from cnnjax.layers.conv_fft import conv_fft
@@ -67,7 +67,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
   spec = make_spec(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
                    feature_group_count, batch_group_count, precision, preferred_element_type)
   if impl == "auto":
-    impl, _ = cpu_fast.resolve_auto(spec)
+    impl, _ = autotune.resolve_auto(spec)
     if impl in cpu_fast.PATHS:
       return _conv_cpu(lhs, rhs, spec=spec, path=impl)
   if impl == "xla":

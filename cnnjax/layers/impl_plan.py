@@ -2,12 +2,13 @@
 
 `resolve_impl` is the one place a per-layer choice is made; `Conv` calls it with its checked `ConvSpec`. An
 implementation with geometric limits ('winograd': 3x3, stride 1, undilated) takes the convolutions it can do and
-lax ('xla') the others. 'auto' is lax on GPU and TPU and, on CPU, the path measured fastest for the layer's
-shape (cpu_fast.py); 'xla' is plain lax on every backend. Models decorate their `__call__` with `logs_conv_impls`, which records every Conv's
-resolution during a trace and logs the summary once per distinct model and plan, e.g.
+lax ('xla') the others. 'auto' is lax on GPU and TPU and, on CPU, what autotune.py measured (or cached) for the
+layer's convolution on this machine; 'xla' is plain lax on every backend. Models decorate their `__call__` with
+`logs_conv_impls`, which records every Conv's resolution during a trace and logs the summary once per distinct
+model and plan, e.g.
 
   ResNet: conv_impl=winograd: 7 of 9 convolutions; xla for 2 (3x3 stride 2: 2)
-  ResNet: conv_impl=auto on cpu: lax_cpu 5, polyphase 2, dot 2
+  ResNet: conv_impl=auto on cpu: xla 5, polyphase 2, dot 2
 
 `recording()` gives the same records to any caller (tests, a training setup that writes them to the workdir).
 """
@@ -20,7 +21,7 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import jax
 
-from cnnjax.layers import cpu_fast
+from cnnjax.layers import autotune
 from cnnjax.layers._conv_spec import ConvSpec
 from cnnjax.layers.conv import IMPLS
 from cnnjax.layers.conv_winograd import winograd_limits
@@ -41,7 +42,7 @@ def resolve_impl(impl: str, spec: ConvSpec, backend: Optional[str] = None) -> Tu
   if impl not in IMPLS:
     raise ValueError(f"impl={impl!r} is not one of {IMPLS}")
   if impl == "auto":
-    return cpu_fast.resolve_auto(spec, backend)
+    return autotune.resolve_auto(spec, backend)
   if impl == "winograd" and winograd_limits(spec):
     return "xla", geometry(spec)
   return impl, None
@@ -112,7 +113,14 @@ def logs_conv_impls(call):
 
 
 def workdir_record(records) -> dict:
-  """What conv_impls.json holds: the backend, XLA_FLAGS and each layer's resolution (config.json says what
-  was asked for; this says what ran)."""
-  return {"backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-          "summary": describe(records), "layers": [r._asdict() for r in records]}
+  """What conv_impls.json holds: the backend, XLA_FLAGS, each layer's resolution (config.json says what was
+  asked for; this says what ran) and, when a layer asked for 'auto' on CPU, the machine key its plan is cached
+  under and where its decisions came from ('autotune': mode, file, shapes, measured, from_cache, undecided,
+  plan_from_cache: every shape's decision was read from the cache)."""
+  out = {"backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+         "summary": describe(records), "layers": [r._asdict() for r in records]}
+  if jax.default_backend() == "cpu" and any(r.requested == "auto" for r in records):
+    st = autotune.state()
+    out["machine"] = st.key
+    out["autotune"] = dict(st.summary, mode=st.mode, file=str(st.file))
+  return out

@@ -19,7 +19,7 @@ class Conv(nn.Module):
   """Drop-in for `flax.linen.Conv` (same parameter names, shapes and initialisers), NHWC/HWIO, whose
   convolution is computed by `cnnjax.layers.conv_general_dilated(..., impl=...)` with the implementation
   `impl_plan.resolve_impl(impl, spec)` picks for this layer (e.g. lax for a strided layer under 'winograd'; under
-  'auto' lax on GPU/TPU and on CPU the path cpu_fast.py measured fastest). 'xla' is plain lax everywhere."""
+  'auto' lax on GPU/TPU and on CPU what autotune.py measured on this machine). 'xla' is plain lax everywhere."""
   features: int
   kernel_size: Sequence[int]
   strides: Any = 1

@@ -62,12 +62,13 @@ def _lookup(name: str):
 
 
 
-def init_variables(model: nn.Module, input_shape, rng=None, *, dtype="float32", abstract: bool = False):
-  """`model.init` (params and dropout keys from `rng`) on a zero batch of one `input_shape` example of `dtype`
-  (int32 for token ids), in eval mode; `abstract=True` traces shapes only, with no compute."""
+def init_variables(model: nn.Module, input_shape, rng=None, *, dtype="float32", abstract: bool = False,
+                   batch: int = 1):
+  """`model.init` (params and dropout keys from `rng`) on a zero batch of `batch` `input_shape` examples of
+  `dtype` (int32 for token ids), in eval mode; `abstract=True` traces shapes only, with no compute."""
   import jax
   import jax.numpy as jnp
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  init = lambda: model.init({"params": rng, "dropout": rng}, jnp.zeros((1, *input_shape), dtype),
+  init = lambda: model.init({"params": rng, "dropout": rng}, jnp.zeros((batch, *input_shape), dtype),
                             train=False)
   return jax.eval_shape(init) if abstract else init()

@@ -26,6 +26,7 @@ from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
+from cnnjax.layers import autotune
 from cnnjax.train import optim, probe, state as state_lib, steps, transfer
 
 log = logging.getLogger("cnnjax")
@@ -97,15 +98,16 @@ def fingerprint(tree) -> str:
   return h.hexdigest()[:16]
 
 
-def check_model_input(model, input_shape, config, info) -> Dict[str, Any]:
+def _trace(model, input_shape, info, batch: int = 1):
+  return models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True, batch=batch)
+
+
+def check_model_input(model, input_shape, config, info) -> None:
   """Traces the model (no compute) so that a bad model option or a too-small image fails before compiling,
-  each with its own message: only a model that builds at a large input and not at this one is 'too small'.
-  Returns the convolution implementation each layer resolved to, with the backend and XLA flags (for
-  conv_impls.json)."""
+  each with its own message: only a model that builds at a large input and not at this one is 'too small'."""
   try:
-    with layers.record_conv_impls() as plan:
-      models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True)
-    return layers.conv_impls_record(plan)
+    _trace(model, input_shape, info)
+    return
   except Exception as small:  # pylint: disable=broad-except
     first_line = str(small).splitlines()[0][:300] if str(small) else type(small).__name__
     error = small
@@ -118,6 +120,24 @@ def check_model_input(model, input_shape, config, info) -> Dict[str, Any]:
   raise ConfigError(f"config.dataset.image_size={config.dataset.image_size} is too small for model "
                     f"{config.model.name!r} (input {input_shape}; it builds at 512x512): {first_line}. "
                     f"Use a larger image size.") from None
+
+
+def conv_plan(model, input_shape, config, info) -> Dict[str, Any]:
+  """The convolution implementation each layer resolves to, with the backend, XLA flags and, under 'auto', the
+  machine key and where the plan came from (for conv_impls.json). Under conv_impl='auto' on CPU the model is
+  traced at the training step's (micro)batch: the autotuner decides the convolutions it sees (measuring those it
+  has not, with model.conv_autotune='measure'), and the plan is that of a last trace. Called with the workdir
+  held, so a second launch on a busy workdir measures nothing."""
+  with layers.record_conv_impls() as plan:
+    _trace(model, input_shape, info)
+  if jax.default_backend() == "cpu" and any(r.requested == "auto" for r in plan):
+    batch = config.batch_size // config.grad_accum_steps
+    with layers.record_conv_impls() as plan, autotune.collecting() as specs:
+      _trace(model, input_shape, info, batch)
+    if autotune.decide(specs):  # something was measured or agreed on: trace with the decisions
+      with layers.record_conv_impls() as plan:
+        _trace(model, input_shape, info, batch)
+  return layers.conv_impls_record(plan)
 
 
 def steps_options(config) -> Dict[str, Any]:
@@ -259,6 +279,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   parallel.initialize(config)
   config_lib.validate(config)
   parallel.enable_compilation_cache(config.compilation_cache_dir)
+  autotune.configure(config.model.conv_autotune, config.compilation_cache_dir)
   workdir = workdir_lib.check(workdir)
   is_chief = jax.process_index() == 0
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
@@ -271,12 +292,13 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
                         **config_lib.model_options(config))
   input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
-  conv_impls = check_model_input(model, input_shape, config, info)
+  check_model_input(model, input_shape, config, info)
   tx, schedule = optim.build(config, steps_per_epoch, total_steps)
 
   lock = _take_workdir(config, workdir, restart=restart, allow_config_change=allow_config_change,
                        is_chief=is_chief)
   try:
+    conv_impls = conv_plan(model, input_shape, config, info)  # may measure: after the lock
     mesh = parallel.mesh()
     batch_sharding = parallel.batch_sharded(mesh)
     create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype, config.ema.decay > 0)
