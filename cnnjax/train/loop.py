@@ -301,12 +301,13 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     if lock is not None:
       lock.release()
     raise
-  train_step = jax.jit(steps.make_train_step(model, tx, schedule, label_smoothing=config.label_smoothing,
-                                             aux_loss_weight=config.aux_loss_weight,
-                                             grad_accum_steps=config.grad_accum_steps, frozen=config.frozen),
-                       in_shardings=(state_sharding, batch_sharding),
+  train_fn = steps.make_train_step(model, tx, schedule, label_smoothing=config.label_smoothing,
+                                   aux_loss_weight=config.aux_loss_weight, grad_accum_steps=config.grad_accum_steps,
+                                   frozen=config.frozen)
+  eval_fn, prep = steps.make_eval_step(model), data.on_device(config, info)  # prep: uint8 images normalised
+  train_step = jax.jit(lambda s, b: train_fn(s, prep(b)), in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
-  eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(state_sharding, batch_sharding),
+  eval_step = jax.jit(lambda s, b: eval_fn(s, prep(b)), in_shardings=(state_sharding, batch_sharding),
                       out_shardings=parallel.replicated(mesh))
   return Run(config=config, workdir=workdir, is_chief=is_chief, lock=lock, steps_per_epoch=steps_per_epoch,
              total_steps=total_steps, start_step=start_step, state=state, train_step=train_step,
@@ -524,7 +525,8 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None,
   if state is None:
     raise ConfigError(f"no checkpoint to evaluate in {workdir / 'checkpoints'}")
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(sharding, parallel.batch_sharded(mesh)),
+  eval_fn, prep = steps.make_eval_step(model), data.on_device(config, info)
+  eval_step = jax.jit(lambda s, b: eval_fn(s, prep(b)), in_shardings=(sharding, parallel.batch_sharded(mesh)),
                       out_shardings=parallel.replicated(mesh))
   ev = evaluate(eval_step, state, data.eval_dataset(config, eval_src, info, **pk), parallel.batch_sharded(mesh))
   if jax.process_index() == 0:
