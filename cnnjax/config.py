@@ -43,8 +43,6 @@ def validate(config) -> None:
   _check(c.parallel.shard_min_size >= 1, "parallel.shard_min_size", c.parallel.shard_min_size, ">= 1")
   _check(c.dataset.num_workers >= 0, "dataset.num_workers", c.dataset.num_workers, ">= 0")
   _check(c.dataset.image_size > 0, "dataset.image_size", c.dataset.image_size, "> 0")
-  for f in ("normalize_on_device", "jpeg_draft"):
-    _check(isinstance(c.dataset[f], bool), f"dataset.{f}", c.dataset[f], "True or False")
   _check(isinstance(c.grad_accum_steps, int) and c.grad_accum_steps >= 1, "grad_accum_steps",
          c.grad_accum_steps, "an int >= 1")
   _check(c.batch_size % (c.grad_accum_steps * jax.device_count()) == 0, "batch_size", c.batch_size,
