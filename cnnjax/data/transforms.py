@@ -59,9 +59,10 @@ class EncodedImage:
     self.data, self.channels, self.where = data, channels, where
 
   def decode(self, box_of: Callable[[int, int], Optional[Box]], size: int, reduce: bool):
-    """(image, box): the decoded uint8 HxWxC and `box_of(height, width)` drawn on the full size. With `reduce`,
-    a JPEG whose box allows it (`draft_scale`) is decoded at reduced scale and returned as the box already resized
-    to size x size, with box None."""
+    """(image, box): with a box (`box_of(height, width)`, drawn on the full size), the box resized to
+    size x size and box None; without one (fit='pad'), the decoded image and None. With `reduce`, a JPEG whose
+    box allows it (`draft_scale`) is decoded at reduced scale. Without reduction the pixels equal those of
+    `resize(crop(decoded image, box), size)`, cropped in PIL to skip copying the whole image."""
     mode = "L" if self.channels == 1 else "RGB"
     try:
       with Image.open(io.BytesIO(self.data)) as pil:
@@ -70,14 +71,19 @@ class EncodedImage:
         s = draft_scale(box, size) if reduce and box is not None and pil.format == "JPEG" else 1
         if s > 1:
           pil.draft(mode, (width // s, height // s))
-        im = pil.convert(mode)
+        im = pil.convert(mode) if pil.mode != mode else pil
+        im.load()
     except Exception as e:  # PIL raises several types for corrupt data
       raise BadExampleError(f"{self.where}: the image cannot be decoded ({type(e).__name__}: {e})") from e
-    if im.size != (width, height):   # decoded at 1/s: full-size pixel edge x is x / s here
-      s = width / im.size[0]
-      s = min(DRAFT_SCALES, key=lambda k: abs(k - s))
+    if box is not None:
       top, left, h, w = box
-      im, box = im.resize((size, size), Image.BILINEAR, box=(left / s, top / s, (left + w) / s, (top + h) / s)), None
+      if im.size != (width, height):   # decoded at 1/s: full-size pixel edge x is x / s here
+        s = min(DRAFT_SCALES, key=lambda k: abs(k - width / im.size[0]))
+        im = im.resize((size, size), Image.BILINEAR, box=(left / s, top / s, (left + w) / s, (top + h) / s))
+      else:
+        im = im.crop((left, top, left + w, top + h))
+        im = im if im.size == (size, size) else im.resize((size, size), Image.BILINEAR)
+      box = None
     out = np.asarray(im)
     return (out[..., None] if self.channels == 1 else out), box
 
