@@ -203,11 +203,13 @@ def default_run(dry: bool) -> str:
     ev = [e for e in entries if e["split"] == "eval"]
     plan = json.load(open(os.path.join(work, "conv_impls.json")))
   used = sorted({p["used"] for p in plan["layers"]})
+  expect = "" if plan["backend"] == "cpu" else (": plain lax, as intended" if used == ["xla"] else
+                                                 ": **expected plain lax ('xla') on an accelerator**")
   return (f"`{' '.join(cmd[1:4])} ... {' '.join(over)}`: {wall:.0f} s wall (start-up and compile included), "
           f"{len(train)} train entries; last: {train[-1]['examples_per_sec']:.0f} examples/s, input_wait "
           f"{train[-1]['input_wait']:.1%}; eval top-1 {ev[-1]['top1']:.4f}.\n\n"
           f"conv_impl 'auto' resolved on backend {plan['backend']} to: {', '.join(used)} "
-          f"({len(plan['layers'])} layers)\n")
+          f"({len(plan['layers'])} layers){expect}\n")
 
 
 def gpu_tests(dry: bool) -> str:

@@ -158,7 +158,7 @@ def main():
           f"{1e3 / old:.0f} | {1e3 / new:.0f} | {old / new:.2f}x |", flush=True)
   rows = [(int(w), int(t)) for w in a.workers.split(",") if w for t in a.threads.split(",") if t]
   if rows and sizes:
-    print(f"\n| image | workers | threads | old examples/s (runs) | new examples/s (runs) | new / old |")
+    print("\n| image | workers | threads | old examples/s (runs) | new examples/s (runs) | new / old |")
     print("|---|---|---|---|---|---|")
   for h, wd in sizes if rows else []:
     for workers, threads in rows:
