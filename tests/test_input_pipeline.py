@@ -1,5 +1,6 @@
 """The host's share of the input pipeline: uint8 batches normalised on the device, and JPEGs decoded at reduced
 scale when the random crop allows it."""
+import dataclasses
 import io
 
 import jax
@@ -23,7 +24,9 @@ def _synthetic_config(**fields):
 
 
 def _first_batch(c):
+  """The first training batch, with ImageNet's per-channel statistics (distinct channels, unlike synthetic's)."""
   src, info = data.get_source(c.dataset, "train")
+  info = dataclasses.replace(info, mean=sources.IMAGENET_MEAN, std=sources.IMAGENET_STD)
   return next(iter(data.train_dataset(c, src, info))), info
 
 
