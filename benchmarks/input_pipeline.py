@@ -1,17 +1,29 @@
-"""Input-pipeline throughput: ImageNet-style training preprocessing vs. what a ResNet-50 train step consumes.
+"""Input-pipeline throughput: ImageNet-style training preprocessing, the former path against the current one, and
+the input rate a model's train step would need on this backend.
 
-  python -m benchmarks.input_pipeline [--batch 64] [--batches 12] [--workers 0,1,2] [--threads 1,4]
-                                      [--model_batch 16] [--model_steps 4] [--skip_model]
+  python -m benchmarks.input_pipeline [--sizes 375x500,768x1024] [--per_example 48] [--repeats 3]
+                                      [--batch 64] [--batches 8] [--workers 0,2] [--threads 4]
+                                      [--need configs/resnet.py:imagenet] [--need_batch 16] [--need_steps 3]
 
 The pipeline is `cnnjax.data.train_dataset` with the `configs/resnet.py:imagenet` preset (random-resized crop to
-224 + flip, ImageNet normalisation, batching) on the 'synthetic' data set with `jpeg=True`: smooth random
-pictures of ImageNet's typical size (375x500) stored as JPEG bytes and decoded per example, as TFDS's ImageNet
-records are. Each row times `--batches` batches after the first (worker start-up excluded); the median of
-`--repeats` runs is printed. The model row times `--model_steps` jitted ResNet-50 train steps (SGD, batch norm,
-float32) after compilation. On a machine where training and input share the CPU cores, the sum of the two
-per-example costs is what matters; the table prints both.
+224 + flip, batches of `--batch`) on the 'synthetic' data set with `jpeg=True`: smooth random pictures with noise
+of each `--sizes` (375x500 is ImageNet's typical size) stored as JPEG bytes and decoded per example, as TFDS's
+ImageNet records are. Two paths, interleaved run by run so that the machine's load hits both alike:
+  old  float32 batches normalised in the workers, every JPEG decoded at full size before the crop
+       (`dataset.normalize_on_device=False, dataset.jpeg_draft=False`, the path before these options existed)
+  new  uint8 batches normalised inside the jitted step, JPEGs decoded at 1/2-1/8 scale when the crop allows it
+       (the defaults)
+Rows: single-thread milliseconds per example (`--per_example` examples through decode + preprocessing in this
+process: examples/s per core), then whole pipelines (`--workers` processes x `--threads` read threads; each run
+times `--batches` batches after the first, worker start-up excluded). Medians of `--repeats` runs.
+
+`--need SPEC` (a config file with optional preset, '' to skip) times `--need_steps` jitted train steps of that
+config's model at its image size, batch `--need_batch`, on the current backend (`jax.default_backend()`) after
+compiling, and prints the input rate the step consumes and the cores of this pipeline it would take: whether the
+host can keep up, known before launching.
 """
 import argparse
+import os
 import statistics
 import time
 
@@ -20,8 +32,10 @@ import numpy as np
 from cnnjax import data
 from configs import resnet
 
+PATHS = {"old": {"normalize_on_device": False, "jpeg_draft": False}, "new": {}}
 
-def imagenet_like_config(batch: int, workers: int, threads: int, height: int, width: int):
+
+def imagenet_like_config(batch: int, workers: int, threads: int, height: int, width: int, path: str = "new"):
   c = resnet.get_config("imagenet")
   c.dataset.name = "synthetic"
   c.dataset.synthetic.update(num_train=1_000_000, num_eval=1000, num_classes=1000, image_shape=(height, width, 3),
@@ -30,26 +44,27 @@ def imagenet_like_config(batch: int, workers: int, threads: int, height: int, wi
   c.dataset.num_workers = workers
   c.dataset.num_threads = threads
   c.dataset.prefetch = 2 * batch
+  c.dataset.update(PATHS[path])
   return c
 
 
-def per_example_costs(config, n: int = 64):
-  """Single-thread milliseconds per example of (decode) and (crop + resize + flip + normalise)."""
+def per_example_ms(config, n: int, source=None) -> float:
+  """Single-thread milliseconds per example of reading (decode included) and preprocessing `n` examples, as
+  the pipeline's transform does them."""
   from cnnjax.data.pipeline import preprocess
-  src, info = data.get_source(config.dataset, "train")
-  t0 = time.perf_counter()
-  images = [src[i] for i in range(n)]
-  t1 = time.perf_counter()
-  p = preprocess(config.dataset, info, config.dataset.augment)
+  d = config.dataset
+  src, info = source or data.get_source(d, "train")
+  src = src.lazy() if d.jpeg_draft else src
+  p = preprocess(d, info, d.augment, normalize=not d.normalize_on_device, draft=d.jpeg_draft)
   rng = np.random.default_rng(0)
-  for r in images:
-    p.random_map(r, rng)
-  t2 = time.perf_counter()
-  sizes = [len(src.source[i]["image"]) for i in range(n)]
-  return 1e3 * (t1 - t0) / n, 1e3 * (t2 - t1) / n, float(np.mean(sizes))
+  t0 = time.perf_counter()
+  for i in range(n):
+    p.random_map(src[i], rng)
+  return 1e3 * (time.perf_counter() - t0) / n
 
 
 def pipeline_rate(config, batches: int) -> float:
+  """Examples/s of the whole training pipeline over `batches` batches after the first."""
   src, info = data.get_source(config.dataset, "train")
   it = iter(data.train_dataset(config, src, info))
   try:
@@ -63,21 +78,24 @@ def pipeline_rate(config, batches: int) -> float:
       it.close()
 
 
-def model_rate(batch: int, steps_n: int, size: int = 224, repeats: int = 1):
+def step_rate(config, batch: int, steps_n: int, repeats: int = 1):
+  """Examples/s of `config`'s jitted train step (its model, optimizer and dtype, uint8 images normalised in the
+  step as in training) at batch `batch` on the current backend, after compiling; one rate per repeat."""
   import jax
   import jax.numpy as jnp
   from cnnjax import models
   from cnnjax import config as config_lib
   from cnnjax.train import optim, state as state_lib, steps
-  c = resnet.get_config("imagenet")
-  c.batch_size = batch
-  model = models.create(c.model.name, num_classes=1000, **config_lib.model_options(c))
-  tx, schedule = optim.build(c, 1000, 90_000)
+  size, classes = config.dataset.image_size, 1000
+  info = data.DatasetInfo("bench", classes, (size, size, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), ("train",))
+  model = models.create(config.model.name, num_classes=classes, **config_lib.model_options(config))
+  tx, schedule = optim.build(config, 1000, 90_000)
   state = jax.jit(lambda k: state_lib.create(k, model, tx, (size, size, 3)))(jax.random.PRNGKey(0))
-  step = jax.jit(steps.make_train_step(model, tx, schedule), donate_argnums=0)
+  fn, prep = steps.make_train_step(model, tx, schedule), data.on_device(config, info)
+  step = jax.jit(lambda s, b: fn(s, prep(b)), donate_argnums=0)
   rng = np.random.default_rng(0)
-  batch_ = {"image": jnp.asarray(rng.standard_normal((batch, size, size, 3), np.float32)),
-            "label": jnp.asarray(rng.integers(0, 1000, batch).astype(np.int32))}
+  batch_ = {"image": jnp.asarray(rng.integers(0, 256, (batch, size, size, 3), np.uint8)),
+            "label": jnp.asarray(rng.integers(0, classes, batch).astype(np.int32))}
   state, m = step(state, batch_)
   jax.block_until_ready(m)
   rates = []
@@ -90,41 +108,77 @@ def model_rate(batch: int, steps_n: int, size: int = 224, repeats: int = 1):
   return rates
 
 
+def compare_per_example(height: int, width: int, n: int, repeats: int):
+  """{path: [ms per example, ...]} for old and new, interleaved."""
+  configs = {p: imagenet_like_config(64, 0, 1, height, width, p) for p in PATHS}
+  source = data.get_source(configs["new"].dataset, "train")   # the same JPEG pool for both
+  out = {p: [] for p in PATHS}
+  for _ in range(repeats):
+    for p, c in configs.items():
+      out[p].append(per_example_ms(c, n, source))
+  return out
+
+
+def compare_pipelines(height, width, batch, batches, workers, threads, repeats):
+  out = {p: [] for p in PATHS}
+  for _ in range(repeats):
+    for p in PATHS:
+      out[p].append(pipeline_rate(imagenet_like_config(batch, workers, threads, height, width, p), batches))
+  return out
+
+
+def _runs(xs, fmt="{:.0f}"):
+  return ", ".join(fmt.format(x) for x in xs)
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  ap.add_argument("--batch", type=int, default=64)
-  ap.add_argument("--batches", type=int, default=12)
+  ap.add_argument("--sizes", default="375x500,768x1024")
+  ap.add_argument("--per_example", type=int, default=48)
   ap.add_argument("--repeats", type=int, default=3)
-  ap.add_argument("--workers", default="0,1,2")
-  ap.add_argument("--threads", default="1,4")
-  ap.add_argument("--height", type=int, default=375)
-  ap.add_argument("--width", type=int, default=500)
-  ap.add_argument("--model_batch", type=int, default=16)
-  ap.add_argument("--model_steps", type=int, default=4)
-  ap.add_argument("--model_repeats", type=int, default=1)
-  ap.add_argument("--skip_model", action="store_true")
-  ap.add_argument("--skip_pipeline", action="store_true")
+  ap.add_argument("--batch", type=int, default=64)
+  ap.add_argument("--batches", type=int, default=8)
+  ap.add_argument("--workers", default="0,2")
+  ap.add_argument("--threads", default="4")
+  ap.add_argument("--need", default="configs/resnet.py:imagenet")
+  ap.add_argument("--need_batch", type=int, default=16)
+  ap.add_argument("--need_steps", type=int, default=3)
   a = ap.parse_args()
-  if a.skip_pipeline:
-    a.workers = a.threads = ""
-
-  base = imagenet_like_config(a.batch, 0, 1, a.height, a.width)
-  if not a.skip_pipeline:
-    dec, aug, nbytes = per_example_costs(base)
-    print(f"per example, one thread: decode {dec:.2f} ms ({a.height}x{a.width} JPEG, {nbytes / 1e3:.0f} kB mean), "
-          f"random-resized crop + flip + normalise to 224 {aug:.2f} ms -> {1e3 / (dec + aug):.0f} examples/s/core")
-    print()
-    print("| workers | threads | examples/s (median) | runs |")
-    print("|---|---|---|---|")
-  for w in [int(x) for x in a.workers.split(",") if x]:
-    for t in [int(x) for x in a.threads.split(",") if x]:
-      rates = [pipeline_rate(imagenet_like_config(a.batch, w, t, a.height, a.width), a.batches)
-               for _ in range(a.repeats)]
-      print(f"| {w} | {t} | {statistics.median(rates):.0f} | {', '.join(f'{r:.0f}' for r in rates)} |", flush=True)
-  if not a.skip_model:
-    rates = model_rate(a.model_batch, a.model_steps, repeats=a.model_repeats)
-    print(f"\nResNet-50 train step at 224x224, batch {a.model_batch}, float32: {statistics.median(rates):.2f} "
-          f"examples/s (median; runs {', '.join(f'{r:.2f}' for r in rates)})")
+  sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",") if s]
+  per_core = None
+  print(f"host: {os.cpu_count()} cores\n")
+  if a.per_example:
+    print("| image | old ms/example (runs) | new ms/example (runs) | old ex/s/core | new ex/s/core | new / old |")
+    print("|---|---|---|---|---|---|")
+  for h, w in sizes if a.per_example else []:
+    r = compare_per_example(h, w, a.per_example, a.repeats)
+    old, new = statistics.median(r["old"]), statistics.median(r["new"])
+    per_core = per_core or 1e3 / new
+    print(f"| {h}x{w} | {old:.2f} ({_runs(r['old'], '{:.1f}')}) | {new:.2f} ({_runs(r['new'], '{:.1f}')}) | "
+          f"{1e3 / old:.0f} | {1e3 / new:.0f} | {old / new:.2f}x |", flush=True)
+  rows = [(int(w), int(t)) for w in a.workers.split(",") if w for t in a.threads.split(",") if t]
+  if rows and sizes:
+    print("\n| image | workers | threads | old examples/s (runs) | new examples/s (runs) | new / old |")
+    print("|---|---|---|---|---|---|")
+  for h, wd in sizes if rows else []:
+    for workers, threads in rows:
+      r = compare_pipelines(h, wd, a.batch, a.batches, workers, threads, a.repeats)
+      old, new = statistics.median(r["old"]), statistics.median(r["new"])
+      print(f"| {h}x{wd} | {workers} | {threads} | {old:.0f} ({_runs(r['old'])}) | {new:.0f} ({_runs(r['new'])}) "
+            f"| {new / old:.2f}x |", flush=True)
+  if a.need:
+    import jax
+    from cnnjax import config as config_lib
+    c = config_lib.load_file(a.need)
+    rate = statistics.median(step_rate(c, a.need_batch, a.need_steps))
+    print(f"\n{a.need} ({c.model.name}, {c.dataset.image_size} px, {c.dtype}, batch {a.need_batch}) on "
+          f"{jax.default_backend()} ({jax.devices()[0].device_kind}): the train step consumes {rate:.1f} examples/s",
+          end="")
+    if per_core:
+      print(f"; at {per_core:.0f} examples/s per core ({sizes[0][0]}x{sizes[0][1]} JPEGs, new path) that takes "
+            f"{rate / per_core:.1f} cores of input (this host has {os.cpu_count()})")
+    else:
+      print()
 
 
 if __name__ == "__main__":

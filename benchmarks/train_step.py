@@ -31,17 +31,20 @@ MODELS = {  # name: (registry name, options, image size, batch, classes)
     "resnet50": ("resnet50", {}, 224, 16, 1000),
     "vgg16": ("vgg16", {}, 64, 32, 10),
     "resnet20": ("resnet20", {}, 32, 64, 10),   # the default run (configs/resnet.py); no PyTorch twin here
+    "resnet10_cifar": ("resnet18", {"stem": "cifar", "stage_sizes": (1, 1, 1, 1)}, 32, 128, 10),  # dry runs
 }
 
 
-def jax_step(name, conv_impl, autotune_dir):
+def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, batch=None):
   """The jitted train step of `name`; under conv_impl 'auto' the autotuner first decides the step's convolutions
-  (model.conv_autotune='measure', its cache in `autotune_dir`, as a run with compilation_cache_dir there)."""
-  reg, opts, size, batch, classes = MODELS[name]
+  (model.conv_autotune='measure', its cache in `autotune_dir`, as a run with compilation_cache_dir there).
+  `dtype`: the compute dtype (config.dtype); `size`, `batch`: override the table's (device_check's dry run)."""
+  reg, opts, size0, batch0, classes = MODELS[name]
+  size, batch = size or size0, batch or batch0
   c = default.get_config()
   c.learning_rate, c.weight_decay, c.lr_schedule = 0.1, 5e-4, "constant"
   impl = conv_impl or c.model.conv_impl
-  model = models.create(reg, num_classes=classes, conv_impl=impl, **opts)
+  model = models.create(reg, num_classes=classes, conv_impl=impl, dtype=jnp.dtype(dtype), **opts)
   tune_s = 0.0
   if impl == "auto":
     autotune.configure("measure", autotune_dir)
@@ -136,36 +139,47 @@ def torch_models():
 
   return {"resnet18_cifar": lambda: resnet(Basic, (2, 2, 2, 2), True, 10),
           "resnet50": lambda: resnet(Bottleneck, (3, 4, 6, 3), False, 1000),
+          "resnet10_cifar": lambda: resnet(Basic, (1, 1, 1, 1), True, 10),
           "vgg16": lambda: vgg16(10)}
 
 
-def torch_step(name, mode, n_params_jax):
+def torch_step(name, mode, n_params_jax, device="cpu", amp=False, size=None, batch=None):
+  """PyTorch's step in `mode` on `device`; `amp`: bfloat16 autocast (parameters and optimizer float32, as JAX's
+  config.dtype='bfloat16')."""
+  import contextlib
   import torch
-  _, _, size, batch, classes = MODELS[name]
+  _, _, size0, batch0, classes = MODELS[name]
+  size, batch = size or size0, batch or batch0
   torch.manual_seed(0)
-  model = torch_models()[name]()
+  model = torch_models()[name]().to(device)
   n = sum(p.numel() for p in model.parameters())
   assert n == n_params_jax, f"{name}: PyTorch has {n} parameters, JAX {n_params_jax}"
   opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-  x = torch.randn(batch, 3, size, size)
-  y = torch.randint(0, classes, (batch,))
+  x = torch.randn(batch, 3, size, size, device=device)
+  y = torch.randint(0, classes, (batch,), device=device)
   if mode == "channels_last" or mode == "compiled":
     model, x = model.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
   loss_fn = torch.nn.CrossEntropyLoss()
 
+  cast = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if amp else contextlib.nullcontext
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
   def one():
     opt.zero_grad(set_to_none=True)
-    loss = loss_fn(model(x), y)
+    with cast():
+      loss = loss_fn(model(x), y)
     loss.backward()
     opt.step()
   fn = torch.compile(one) if mode == "compiled" else one
   t = time.perf_counter()
   fn()
+  sync()
   first = time.perf_counter() - t
 
   def run(k):
     for _ in range(k):
       fn()
+    sync()
   return run, first
 
 

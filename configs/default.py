@@ -126,6 +126,8 @@ def get_config():
   c.dataset.worker_buffer_size = 1   # batches each worker prepares ahead
   c.dataset.num_threads = 4
   c.dataset.prefetch = 8
+  c.dataset.normalize_on_device = True  # image batches leave the workers as uint8, normalised in the jitted step
+  c.dataset.jpeg_draft = True        # training: decode a JPEG at 1/2-1/8 scale when its crop stays >= image_size
   # dataset.name='synthetic': random images and labels, a pure function of (seed, split, index).
   c.dataset.synthetic = ml_collections.ConfigDict()
   c.dataset.synthetic.num_train = 1024

@@ -4,6 +4,7 @@ import os
 import sys
 from unittest import mock
 
+import jax
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -81,7 +82,7 @@ def test_tfds_mock_pipeline(mock_tfds, name, split, size, augment, eval_augment)
     assert len({raw[i]["image"].shape for i in range(10)}) > 1
   channels = info.image_shape[-1]
   batch = next(iter(data.train_dataset(c, src, info)))
-  assert batch["image"].shape == (8, size, size, channels) and batch["image"].dtype == np.float32
+  assert batch["image"].shape == (8, size, size, channels) and batch["image"].dtype == np.uint8  # normalised on device
   assert set(batch["label"].tolist()) <= {int(raw[i]["label"]) for i in range(10)}
   evals = list(data.eval_dataset(c, src, info))
   assert [b["image"].shape for b in evals] == [(8, size, size, channels)] * 2
@@ -92,11 +93,13 @@ def test_tfds_mock_pipeline(mock_tfds, name, split, size, augment, eval_augment)
 
 
 def test_tfds_eval_values_match_raw_records(mock_tfds):
-  """cifar10 at native size, no augmentation: every pixel is (x / 255 - mean) / std of the raw TFDS record."""
+  """cifar10 at native size, no augmentation: every pixel is (x / 255 - mean) / std of the raw TFDS record, after
+  the pipeline's uint8 batches are normalised by `on_device` (jitted, as in the steps)."""
   c = _config("cifar10", image_size=32)
   src, info = data.get_source(c.dataset, "test")
   raw = mock_tfds.data_source("cifar10", split="test", download=False)
-  images = np.concatenate([b["image"] for b in data.eval_dataset(c, src, info)])[:10]
+  prep = jax.jit(data.on_device(c, info))
+  images = np.concatenate([prep(b)["image"] for b in data.eval_dataset(c, src, info)])[:10]
   want = np.stack([(raw[i]["image"] / 255.0 - np.float64(sources.TFDS_FAMILIES["cifar10"].mean))
                    / np.float64(sources.TFDS_FAMILIES["cifar10"].std) for i in range(10)])
   np.testing.assert_allclose(images, want, rtol=1e-5, atol=1e-5)
@@ -285,7 +288,6 @@ def test_resize_is_bilinear_with_half_pixel_centres_antialiased_when_shrinking()
 def test_resize_matches_jax_linear_antialiased(h, w, size):
   """jax.image.resize(method='linear', antialias=True) follows the same convention, in float: within 1 of
   the uint8 result (PIL rounds to uint8 in fixed point)."""
-  import jax
   image = np.random.default_rng(h).integers(0, 256, (h, w, 3), dtype=np.uint8)
   want = np.asarray(jax.image.resize(image.astype(np.float32), (size, size, 3), "linear", antialias=True))
   np.testing.assert_allclose(transforms.resize(image, size), want, atol=1.0)
@@ -388,7 +390,6 @@ def test_stream_started_at_a_step_is_the_uninterrupted_stream(workers):
 
 
 def test_local_batches_become_global_arrays_on_the_batch_axis():
-  import jax
   from cnnjax import parallel
   c = _id_config()
   batch = next(iter(data.train_dataset(c, IdSource(16), ID_INFO)))

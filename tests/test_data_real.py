@@ -83,7 +83,8 @@ def test_idx_pipeline_normalises_with_the_data_sets_statistics(tmp_path):
   written = write_mnist(tmp_path, n_test=5)
   c = _config("fashion_mnist", tmp_path, image_size=28)
   src, info = data.get_source(c.dataset, "test")
-  batch = np.concatenate([b["image"] for b in data.eval_dataset(c, src, info)])[:5]
+  prep = data.on_device(c, info)   # the uint8 batches' normalisation, as the steps apply it
+  batch = np.concatenate([prep(b)["image"] for b in data.eval_dataset(c, src, info)])[:5]
   want = (written["test"][0][..., None] / 255.0 - 0.2860) / 0.3530
   np.testing.assert_allclose(batch, want, rtol=1e-5, atol=1e-5)
 
@@ -185,7 +186,7 @@ def test_lenet_preset_centres_fashion_mnist_in_32x32(tmp_path):
   c.dataset.data_dir = str(tmp_path)
   c.eval_batch_size = 4
   src, info = data.eval_source(c.dataset)
-  images = next(iter(data.eval_dataset(c, src, info)))["image"][:3, ..., 0]
+  images = data.on_device(c, info)(next(iter(data.eval_dataset(c, src, info))))["image"][:3, ..., 0]
   want = np.zeros((3, 32, 32))
   want[:, 2:30, 2:30] = written["test"][0]
   np.testing.assert_allclose(images, (want / 255 - 0.2860) / 0.3530, rtol=1e-5, atol=1e-5)

@@ -67,6 +67,7 @@ def test_eval_top1_equals_numpy_recount(tmp_path):
   model = models.create(c.model.name, num_classes=10, **config_lib.model_options(c))
   correct, n = 0, 0
   for batch in data.eval_dataset(c, src, info):
+    batch = data.on_device(c, info)(batch)   # the uint8 images normalised, as inside the eval step
     logits = np.asarray(model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
                                     batch["image"], train=False), np.float64)
     m = batch["mask"]

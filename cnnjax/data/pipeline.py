@@ -9,14 +9,20 @@ seed and k alone: a run resumed at step k starts the stream at batch k (`start_s
 worker processes, and nothing about the iterator needs to be checkpointed.
 
 Sources whose records are ready model inputs (`info.input_shape` set: text token ids) skip the image
-preprocessing.
+preprocessing. Image batches leave the workers as uint8 (`dataset.normalize_on_device`, 4x less data through
+the workers' shared memory and the host-to-device copy) and `on_device`, run inside the jitted steps, normalises
+them with the data set's (or the pretrained init's) mean and std; training JPEGs are decoded at reduced scale
+where the random crop allows it (`dataset.jpeg_draft`, transforms.py).
 
 Evaluation: the source is padded to a multiple of the global eval batch with masked copies of example 0, so
 every example is visited exactly once and every process runs the same number of batches.
 """
 import math
+from typing import Any, Callable, Dict
 
 import grain
+import jax.numpy as jnp
+import numpy as np
 
 from cnnjax.data.transforms import Preprocess
 from cnnjax.errors import ConfigError
@@ -54,15 +60,31 @@ def _check_shard(process_index: int, process_count: int) -> None:
     raise ValueError(f"process_index={process_index} is invalid: in [0, process_count={process_count})")
 
 
-def preprocess(d, info, augment: str, train: bool = False) -> Preprocess:
+def preprocess(d, info, augment: str, train: bool = False, *, normalize: bool = True,
+               draft: bool = False) -> Preprocess:
   """The per-example transform for `augment`, with the crop options of config.dataset `d` (and, for training,
-  TrivialAugmentWide and random erasing)."""
+  TrivialAugmentWide and random erasing); `normalize` False leaves uint8 images for `on_device`, `draft`
+  decodes JPEGs at reduced scale where the crop allows it."""
   return Preprocess(d.image_size, info.mean, info.std, augment=augment, pad=d.get("pad", 4),
                     area_range=tuple(d.get("crop_area_range", (0.08, 1.0))),
                     aspect_range=tuple(d.get("crop_aspect_range", (3 / 4, 4 / 3))),
                     crop_fraction=d.get("eval_crop_fraction", 0.875), fit=d.get("fit", "resize"),
                     channels=info.image_shape[-1], trivial_augment=train and d.get("trivial_augment", False),
-                    random_erasing=d.get("random_erasing", 0.0) if train else 0.0)
+                    random_erasing=d.get("random_erasing", 0.0) if train else 0.0, normalize=normalize,
+                    draft=draft)
+
+
+def on_device(config, info) -> Callable[[Dict[str, Any]], Dict[str, Any]]:
+  """The last preprocessing stage, for inside the jitted steps: a batch's uint8 images to float32
+  (x / 255 - mean) / std, the host's arithmetic (`Preprocess`) in the same order. The identity for text and
+  when `dataset.normalize_on_device` is False (the workers normalised)."""
+  if info.input_shape is not None or not config.dataset.normalize_on_device:
+    return lambda batch: batch
+  mean, std = np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
+
+  def normalize(batch):
+    return {**batch, "image": (batch["image"].astype(jnp.float32) / 255.0 - mean) / std}
+  return normalize
 
 
 def _mark_flags_parsed() -> None:
@@ -80,9 +102,12 @@ def train_dataset(config, source, info, *, process_index: int = 0, process_count
   d = config.dataset
   _check_shard(process_index, process_count)
   local_batch = _local_batch(config.batch_size, "batch_size", process_count)
+  if info.input_shape is None and d.jpeg_draft and hasattr(source, "lazy"):
+    source = source.lazy()   # encoded images decoded by the transform, which knows the crop
   ds = grain.MapDataset.source(source).seed(config.seed).shuffle().repeat()
   if info.input_shape is None:
-    ds = ds.random_map(preprocess(d, info, d.augment, train=True))
+    ds = ds.random_map(preprocess(d, info, d.augment, train=True, normalize=not d.normalize_on_device,
+                                  draft=d.jpeg_draft))
   ds = ds[process_index::process_count].batch(local_batch, drop_remainder=True)[start_step:]
   it = ds.to_iter_dataset(_read_options(d))
   if d.num_workers > 0:
@@ -100,7 +125,8 @@ def eval_dataset(config, source, info, *, process_index: int = 0, process_count:
   padded_len = math.ceil(len(source) / config.eval_batch_size) * config.eval_batch_size
   ds = grain.MapDataset.source(PaddedSource(source, padded_len))[process_index::process_count]
   if info.input_shape is None:
-    ds = ds.random_map(preprocess(d, info, d.get("eval_augment", "none")), seed=0)
+    ds = ds.random_map(preprocess(d, info, d.get("eval_augment", "none"), normalize=not d.normalize_on_device),
+                       seed=0)
   return ds.batch(local_batch, drop_remainder=False).to_iter_dataset(_read_options(d))
 
 

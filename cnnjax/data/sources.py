@@ -21,6 +21,7 @@ import numpy as np
 
 from cnnjax.data import folder, idx, text
 from cnnjax.data.base import DatasetInfo, NotPreparedError, default_data_dir  # noqa: F401 (re-exported)
+from cnnjax.data.transforms import BadExampleError, EncodedImage
 from cnnjax.errors import ConfigError
 
 
@@ -41,10 +42,6 @@ class ArraySource:
     return f"ArraySource(n={len(self)}, image_shape={self.images.shape[1:]})"
 
 
-class BadExampleError(ValueError):
-  """An example whose image or label does not fit its data set."""
-
-
 def decode_image(data: bytes, channels: int) -> np.ndarray:
   """Encoded JPEG/PNG bytes -> uint8 HxWxC with `channels` channels (1: grey, 3: RGB)."""
   from PIL import Image
@@ -58,11 +55,16 @@ class CheckedSource:
 
   An image must be uint8-compatible of rank 3 with `channels` channels, a label an integer in
   [0, num_classes); anything else raises BadExampleError naming the data set, the split and the index.
+  `lazy()`: the same source whose encoded images are left to the pipeline (`EncodedImage`), which decodes them
+  once it knows the crop, at reduced scale where the crop allows it.
   """
 
-  def __init__(self, source, name: str, split: str, num_classes: int, channels: int):
+  def __init__(self, source, name: str, split: str, num_classes: int, channels: int, lazy: bool = False):
     self.source, self.name, self.split = source, name, split
-    self.num_classes, self.channels = num_classes, channels
+    self.num_classes, self.channels, self.is_lazy = num_classes, channels, lazy
+
+  def lazy(self) -> "CheckedSource":
+    return CheckedSource(self.source, self.name, self.split, self.num_classes, self.channels, lazy=True)
 
   def __len__(self):
     return len(self.source)
@@ -73,16 +75,19 @@ class CheckedSource:
       where += f" ({self.source.example_path(i)})"
     record = self.source[i]
     image = record["image"]
-    if isinstance(image, (bytes, np.bytes_)):
+    if isinstance(image, (bytes, np.bytes_)) and self.is_lazy:
+      image = EncodedImage(bytes(image), self.channels, where)
+    elif isinstance(image, (bytes, np.bytes_)):
       try:
         image = decode_image(bytes(image), self.channels)
       except Exception as e:  # PIL raises several types for corrupt data
         raise BadExampleError(f"{where}: the image cannot be decoded ({type(e).__name__}: {e})") from e
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != self.channels:
-      raise BadExampleError(f"{where}: image of shape {image.shape}, expected (height, width, {self.channels})")
-    if image.dtype != np.uint8:
-      raise BadExampleError(f"{where}: image of dtype {image.dtype}, expected uint8")
+    if not isinstance(image, EncodedImage):   # an encoded one is checked as it is decoded
+      image = np.asarray(image)
+      if image.ndim != 3 or image.shape[-1] != self.channels:
+        raise BadExampleError(f"{where}: image of shape {image.shape}, expected (height, width, {self.channels})")
+      if image.dtype != np.uint8:
+        raise BadExampleError(f"{where}: image of dtype {image.dtype}, expected uint8")
     label = np.asarray(record["label"])
     if label.ndim != 0 or not np.issubdtype(label.dtype, np.integer):
       raise BadExampleError(f"{where}: label {label!r} is not an integer scalar")
@@ -400,6 +405,10 @@ class ClassSubset:
   def __getitem__(self, i):
     record = self.source[int(self.indices[i])]
     return {**record, "label": self.relabel[record["label"]]} if self.relabel else record
+
+  def lazy(self) -> "ClassSubset":
+    inner = self.source.lazy() if hasattr(self.source, "lazy") else self.source
+    return ClassSubset(inner, self.indices, self.relabel)
 
   def __repr__(self):
     return f"ClassSubset({self.source!r}, n={len(self)})"

@@ -1,7 +1,9 @@
 """Per-example preprocessing, as Grain transforms: crop, resize, flip, normalise.
 
-Records enter as {'image': uint8 HxWxC of any size, 'label': int} and leave as {'image': float32 SxSxC
-normalised by the data set's per-channel mean and std, 'label': int32} (plus 'mask' when present). Random
+Records enter as {'image': uint8 HxWxC of any size, or an `EncodedImage` still to be decoded, 'label': int} and
+leave as {'image': SxSxC, 'label': int32} (plus 'mask' when present): uint8 with `normalize=False` (the training
+pipeline's default: the jitted step normalises on the device, `pipeline.on_device`), else float32 normalised by
+the data set's per-channel mean and std. Random
 choices are drawn from the numpy Generator Grain hands to `random_map`, which Grain derives from the pipeline
 seed and the example's position in the stream: the same seed gives the same augmented images.
 
@@ -23,10 +25,16 @@ After those, on the training images (torchvision's reference recipe order):
 
 `fit` says how an image becomes SxS before none/flip/pad_crop: 'resize' (bilinear), or 'pad' (centred on a zero
 canvas, never scaled: LeNet-5's input, MNIST's 28x28 digits in a 32x32 field, LeCun et al. 1998 Sec. III.A).
+
+Reduced-scale decoding (`draft=True`): an `EncodedImage` JPEG whose crop box, drawn on the full image's size as
+always, is at least 2x, 4x or 8x the output size in both directions is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's
+DCT scaling, PIL's `Image.draft`) and the box resized from the reduced image: the same boxes and flips as a full
+decode, the pixels within a few levels of it (tests/test_input_pipeline.py), for a fraction of the decode time.
 """
 import dataclasses
+import io
 import math
-from typing import Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import grain
 import numpy as np
@@ -38,6 +46,54 @@ AUGMENTS = ("none", "flip", "pad_crop", "pad_crop_flip", "inception_crop", "ince
 FITS = ("resize", "pad")
 
 Box = Tuple[int, int, int, int]   # (top, left, height, width)
+DRAFT_SCALES = (8, 4, 2)          # the reductions libjpeg decodes directly (PIL's JpegImageFile.draft)
+
+
+class BadExampleError(ValueError):
+  """An example whose image or label does not fit its data set."""
+
+
+def draft_scale(box: Box, size: int) -> int:
+  """The largest JPEG reduction (8, 4, 2, else 1) at which the box still spans at least `size` pixels in both
+  directions, so its resize to size x size still shrinks (or keeps) and no detail is made up."""
+  return next((s for s in DRAFT_SCALES if min(box[2], box[3]) >= s * size), 1)
+
+
+class EncodedImage:
+  """Encoded image bytes decoded in the pipeline, by `Preprocess`, once the crop is known. `where` names the
+  example in errors."""
+
+  def __init__(self, data: bytes, channels: int, where: str):
+    self.data, self.channels, self.where = data, channels, where
+
+  def decode(self, box_of: Callable[[int, int], Optional[Box]], size: int, reduce: bool):
+    """(image, box): with a box (`box_of(height, width)`, drawn on the full size), the box resized to
+    size x size and box None; without one (fit='pad'), the decoded image and None. With `reduce`, a JPEG whose
+    box allows it (`draft_scale`) is decoded at reduced scale. Without reduction the pixels equal those of
+    `resize(crop(decoded image, box), size)`, cropped in PIL to skip copying the whole image."""
+    mode = "L" if self.channels == 1 else "RGB"
+    try:
+      with Image.open(io.BytesIO(self.data)) as pil:
+        width, height = pil.size
+        box = box_of(height, width)
+        s = draft_scale(box, size) if reduce and box is not None and pil.format == "JPEG" else 1
+        if s > 1:
+          pil.draft(mode, (width // s, height // s))
+        im = pil.convert(mode) if pil.mode != mode else pil
+        im.load()
+    except Exception as e:  # PIL raises several types for corrupt data
+      raise BadExampleError(f"{self.where}: the image cannot be decoded ({type(e).__name__}: {e})") from e
+    if box is not None:
+      top, left, h, w = box
+      if im.size != (width, height):   # decoded at 1/s: full-size pixel edge x is x / s here
+        s = min(DRAFT_SCALES, key=lambda k: abs(k - width / im.size[0]))
+        im = im.resize((size, size), Image.BILINEAR, box=(left / s, top / s, (left + w) / s, (top + h) / s))
+      else:
+        im = im.crop((left, top, left + w, top + h))
+        im = im if im.size == (size, size) else im.resize((size, size), Image.BILINEAR)
+      box = None
+    out = np.asarray(im)
+    return (out[..., None] if self.channels == 1 else out), box
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -218,6 +274,8 @@ class Preprocess(grain.transforms.RandomMap):
   channels: int = 0      # 3: grey images are replicated to RGB (for pretrained weights); 0: as they come
   trivial_augment: bool = False
   random_erasing: float = 0.0
+  normalize: bool = True  # False: leave uint8 (normalised on the device)
+  draft: bool = False     # decode EncodedImage JPEGs at reduced scale when the crop allows it
 
   def __post_init__(self):
     if self.augment not in AUGMENTS:
@@ -239,16 +297,26 @@ class Preprocess(grain.transforms.RandomMap):
     self._mean = np.asarray(self.mean, np.float32)
     self._std = np.asarray(self.std, np.float32)
 
+  def _box(self, height: int, width: int, rng: np.random.Generator) -> Optional[Box]:
+    """The region resized to SxS (the whole image for none/flip/pad_crop), or None for fit='pad'."""
+    if self.augment.startswith("inception_crop"):
+      return inception_crop_box(height, width, rng, self.area_range, self.aspect_range)
+    if self.augment == "center_crop":
+      return center_crop_box(height, width, self.crop_fraction)
+    return None if self.fit == "pad" else (0, 0, height, width)
+
   def random_map(self, record, rng: np.random.Generator):
-    image = np.asarray(record["image"])
-    a = self.augment
-    if a.startswith("inception_crop"):
-      image = resize(crop(image, inception_crop_box(*image.shape[:2], rng, self.area_range, self.aspect_range)),
-                     self.image_size)
-    elif a == "center_crop":
-      image = resize(crop(image, center_crop_box(*image.shape[:2], self.crop_fraction)), self.image_size)
+    image, box = record["image"], None
+    if isinstance(image, EncodedImage):
+      image, box = image.decode(lambda h, w: self._box(h, w, rng), self.image_size, self.draft)
     else:
-      image = (pad_to if self.fit == "pad" else resize)(image, self.image_size)
+      image = np.asarray(image)
+      box = self._box(*image.shape[:2], rng)
+    if box is not None:
+      image = resize(crop(image, box), self.image_size)
+    elif image.shape[:2] != (self.image_size, self.image_size):
+      image = pad_to(image, self.image_size)
+    a = self.augment
     if a.startswith("pad_crop"):
       image = pad_crop(image, self.pad, rng)
     if a.endswith("flip") and rng.random() < 0.5:
@@ -257,12 +325,14 @@ class Preprocess(grain.transforms.RandomMap):
       image = trivial_augment(np.ascontiguousarray(image), rng)
     if self.channels == 3 and image.shape[-1] == 1:
       image = np.repeat(image, 3, axis=-1)
-    image = (image.astype(np.float32) / 255.0 - self._mean) / self._std
+    if self.normalize:
+      image = (image.astype(np.float32) / 255.0 - self._mean) / self._std
+    image = np.array(image)  # a writable copy, contiguous
     if self.random_erasing and rng.random() < self.random_erasing:
       box = erasing_box(*image.shape[:2], rng)
-      if box is not None:
+      if box is not None:  # erased to 0 after normalising (the mean); in uint8, to the mean's nearest level
         top, left, h, w = box
-        image[top:top + h, left:left + w] = 0.0
+        image[top:top + h, left:left + w] = 0.0 if self.normalize else np.round(self._mean * 255.0)
     out = {"image": image, "label": np.int32(record["label"])}
     if "mask" in record:
       out["mask"] = np.bool_(record["mask"])

@@ -33,6 +33,12 @@ log = logging.getLogger("cnnjax")
 
 FINAL = workdir_lib.FINAL  # written once a run reaches its last step: {"step", "train": {...}, "eval": {...}}
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoint; run the command again
+# The input-bound warning: input_wait above INPUT_WAIT_WARN in INPUT_WAIT_PATIENCE log intervals in a row. At 0.2
+# a fifth of the wall time is lost to input, more than the usual gain of a faster kernel, and far above what a
+# pipeline that keeps up shows (about 0.001 in tests/test_input_wait.py: taking a ready batch); several in a row so
+# that one slow batch (a cold page cache, an evaluation's aftermath) does not warn. Repeated every
+# INPUT_WAIT_REPEAT intervals while it lasts, so a long run's log is not one warning per line.
+INPUT_WAIT_WARN, INPUT_WAIT_PATIENCE, INPUT_WAIT_REPEAT = 0.2, 3, 50
 
 
 class Preempted(Exception):
@@ -327,14 +333,17 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     if lock is not None:
       lock.release()
     raise
-  train_step = jax.jit(steps.make_train_step(model, tx, schedule, label_smoothing=config.label_smoothing,
-                                             aux_loss_weight=config.aux_loss_weight,
-                                             grad_accum_steps=config.grad_accum_steps, frozen=config.frozen,
-                                             **steps_options(config)),
-                       in_shardings=(state_sharding, batch_sharding),
+  train_fn = steps.make_train_step(model, tx, schedule, label_smoothing=config.label_smoothing,
+                                   aux_loss_weight=config.aux_loss_weight, grad_accum_steps=config.grad_accum_steps,
+                                   frozen=config.frozen, **steps_options(config))
+  prep = data.on_device(config, info)  # uint8 images normalised inside the step
+  train_step = jax.jit(lambda s, b: train_fn(s, prep(b)), in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
-  eval_jit = lambda ema: jax.jit(steps.make_eval_step(model, ema), in_shardings=(state_sharding, batch_sharding),
-                                 out_shardings=parallel.replicated(mesh))
+
+  def eval_jit(ema):
+    eval_fn = steps.make_eval_step(model, ema)
+    return jax.jit(lambda s, b: eval_fn(s, prep(b)), in_shardings=(state_sharding, batch_sharding),
+                   out_shardings=parallel.replicated(mesh))
   eval_step, eval_ema_step = eval_jit(False), (eval_jit(True) if config.ema.decay > 0 else None)
   return Run(config=config, workdir=workdir, is_chief=is_chief, lock=lock, steps_per_epoch=steps_per_epoch,
              total_steps=total_steps, start_step=start_step, state=state, train_step=train_step,
@@ -345,21 +354,46 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
 
 class TrainLog:
   """Collects the device metrics of each step and, at each log point, enforces config.on_nonfinite and writes
-  one train entry (means over the steps since the last one, throughput, and `wall_s`: the seconds this run has
-  spent training, compiling and evaluating so far, summed over its attempts)."""
+  one train entry (means over the steps since the last one, throughput, `input_wait`: the fraction of that
+  interval's wall time the loop spent waiting for the input pipeline's next batch, and `wall_s`:
+  the seconds this run has spent training, compiling and evaluating so far, summed over its attempts).
+
+  With asynchronous dispatch the loop runs ahead of the devices until they push back (or a log point fetches the
+  metrics), so a compute-bound run finds its batches ready (input_wait near 0) and an input-bound one shows about
+  the fraction of the time the devices sat idle."""
 
   def __init__(self, r: Run, progress_bar):
     self.r, self.bar = r, progress_bar
     self.pending: List[Any] = []
     self.consecutive_bad = 0
-    self.examples, self.since = 0, time.perf_counter()
+    self.examples, self.since, self.waited = 0, time.perf_counter(), 0.0
+    self.high_waits = 0   # log intervals in a row with input_wait > INPUT_WAIT_WARN
     self.last: Dict[str, float] = {}
     kept = [e for e in workdir_lib.read_jsonl(r.writer.path) if e["split"] == "train" and "wall_s" in e]
     self.wall_base, self.started = (kept[-1]["wall_s"] if kept else 0.0), time.perf_counter()
 
   def reset_clock(self) -> None:
     """Starts the throughput clock anew (after compiling, after an evaluation)."""
-    self.examples, self.since = 0, time.perf_counter()
+    self.examples, self.since, self.waited = 0, time.perf_counter(), 0.0
+
+  def next_batch(self, train_iter):
+    """The next global batch; the wait for the pipeline's batch counts toward input_wait. The copy to the devices
+    does not: on CPU it queues behind the step still running, which is compute, not input."""
+    t = time.perf_counter()
+    local = next(train_iter)
+    self.waited += time.perf_counter() - t
+    return parallel.global_batch(local, self.r.batch_sharding)
+
+  def _warn_input_bound(self, wait: float) -> None:
+    self.high_waits = self.high_waits + 1 if wait > INPUT_WAIT_WARN else 0
+    n = self.high_waits - INPUT_WAIT_PATIENCE
+    if n >= 0 and n % INPUT_WAIT_REPEAT == 0:
+      d = self.r.config.dataset
+      log.warning("input-bound: the loop waited for input over %.0f%% of the time in %d log intervals in a row "
+                  "(%.0f%% in the last). Raise config.dataset.num_workers (now %d; worker processes decode and "
+                  "augment in parallel, up to one per free core) or config.dataset.prefetch (now %d batches read "
+                  "ahead)",
+                  100 * INPUT_WAIT_WARN, self.high_waits, 100 * wait, d.num_workers, d.prefetch)
 
   def add(self, m) -> None:
     self.pending.append(m)
@@ -384,17 +418,21 @@ class TrainLog:
     host, self.pending = jax.device_get(self.pending), []
     self._check_finite(host, step - len(host) + 1)
     summary = metrics.summarize(host)
-    summary["examples_per_sec"] = self.examples / max(time.perf_counter() - self.since, 1e-9)
+    interval = max(time.perf_counter() - self.since, 1e-9)
+    summary["examples_per_sec"] = self.examples / interval
+    summary["input_wait"] = min(self.waited / interval, 1.0)
     summary["epoch"] = step / self.r.steps_per_epoch
     summary["wall_s"] = self.wall_base + time.perf_counter() - self.started
     self.reset_clock()
     self.r.writer.write(step, "train", summary)
     self.last = summary
     self.bar.set_postfix(loss=f"{summary['loss']:.4f}", top1=f"{summary['top1']:.3f}",
-                         ex_s=f"{summary['examples_per_sec']:.0f}")
+                         ex_s=f"{summary['examples_per_sec']:.0f}", wait=f"{summary['input_wait']:.0%}")
     if self.bar.disable:
-      log.info("step %d/%d: loss %.4f top1 %.4f lr %.4g %.1f ex/s", step, self.r.total_steps, summary["loss"],
-               summary["top1"], summary["learning_rate"], summary["examples_per_sec"])
+      log.info("step %d/%d: loss %.4f top1 %.4f lr %.4g %.1f ex/s input_wait %.0f%%", step, self.r.total_steps,
+               summary["loss"], summary["top1"], summary["learning_rate"], summary["examples_per_sec"],
+               100 * summary["input_wait"])
+    self._warn_input_bound(summary["input_wait"])
 
 
 def eval_and_log(r: Run, state, step: int) -> Dict[str, Dict[str, float]]:
@@ -464,7 +502,7 @@ def _train(r: Run, end: int) -> Dict[str, Dict[str, float]]:
   try:
     with _SignalFlag() as sig:
       while step < end:
-        batch = parallel.global_batch(next(train_iter), r.batch_sharding)
+        batch = tlog.next_batch(train_iter)
         with jax.transfer_guard("disallow"):  # no implicit host round trip in the step; metrics stay on device
           state, m = r.train_step(state, batch)
         if step == r.start_step:
@@ -534,7 +572,8 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None, split: O
   if state is None:
     raise ConfigError(f"no checkpoint to evaluate in {workdir / workdir_lib.CHECKPOINTS}")
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  eval_step = jax.jit(steps.make_eval_step(model, ema), in_shardings=(sharding, parallel.batch_sharded(mesh)),
+  eval_fn, prep = steps.make_eval_step(model, ema), data.on_device(config, info)
+  eval_step = jax.jit(lambda s, b: eval_fn(s, prep(b)), in_shardings=(sharding, parallel.batch_sharded(mesh)),
                       out_shardings=parallel.replicated(mesh))
   ev = evaluate(eval_step, state, data.eval_dataset(config, eval_src, info, **pk), parallel.batch_sharded(mesh))
   if jax.process_index() == 0:

@@ -27,9 +27,9 @@ from cnnjax.train import steps
 log = logging.getLogger("cnnjax")
 
 
-def head_inputs(model, variables, batches, head: str):
+def head_inputs(model, variables, batches, head: str, prep=lambda batch: batch):
   """(features (n, d) float32, labels (n,)): the input of the top-level module `head` in evaluation mode, for
-  every unmasked example of `batches`."""
+  every unmasked example of `batches` (after `prep`, data.on_device)."""
 
   def features(variables, x):
     seen = []
@@ -42,11 +42,11 @@ def head_inputs(model, variables, batches, head: str):
       model.apply(variables, x, train=False)
     return seen[0].astype(jnp.float32)
 
-  f = jax.jit(features)
+  f = jax.jit(lambda variables, batch: features(variables, steps.model_input(prep(batch))))
   xs, ys = [], []
   for batch in batches:
     keep = np.asarray(batch["mask"])
-    xs.append(np.asarray(f(variables, steps.model_input(batch)))[keep])
+    xs.append(np.asarray(f(variables, batch))[keep])
     ys.append(np.asarray(batch["label"])[keep])
   return np.concatenate(xs), np.concatenate(ys)
 
@@ -93,7 +93,7 @@ def fit(config, state, model, train_src, info):
   if jax.process_count() > 1:
     raise ConfigError("config.linear_probe.enabled runs in one process")
   x, y = head_inputs(model, {"params": state.params, "batch_stats": state.batch_stats},
-                     data.eval_dataset(config, train_src, info), p.head)
+                     data.eval_dataset(config, train_src, info), p.head, data.on_device(config, info))
   fitted, iters = fit_head(x, y, head["kernel"].shape[1], p.l2, p.max_iters, p.tol)
   top1 = float(np.mean(np.argmax(x @ np.asarray(fitted["kernel"]) + np.asarray(fitted["bias"]), -1) == y))
   log.info("linear probe: %d examples x %d features, %d L-BFGS iterations, training top-1 %.4f", len(y),
