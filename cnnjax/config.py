@@ -7,6 +7,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from cnnjax import defaults as defaults_lib
 from cnnjax import models
 from cnnjax.data.sources import TEXT_NAMES
 from cnnjax.errors import ConfigError
@@ -150,10 +151,10 @@ def _flatten(d) -> dict:
 
 def resume_differences(saved: dict, config) -> list:
   """Fields that differ between a workdir's saved config.json and `config`, other than RESUME_SAFE ones."""
-  from configs import default  # a field added since the workdir was written counts as its default there
   now = _flatten(json.loads(config.to_json_best_effort()))
   old = _flatten(saved)
-  defaults = _flatten(json.loads(default.get_config().to_json_best_effort()))
+  defaults = _flatten(json.loads(defaults_lib.get_config().to_json_best_effort()))  # a field added since the
+  # workdir was written counts as its default there
   diffs = []
   for key in sorted(set(now) | set(old)):
     if any(key == s or (s.endswith(".") and key.startswith(s)) for s in RESUME_SAFE):
