@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests import helpers
 
 
@@ -21,6 +23,8 @@ def _main(tmp_path, *overrides):
               "--workdir", "gs://lab/runs/r1", *helpers.TINY, "--config.checkpoint_every_steps=2", *overrides)
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_gs_workdir_is_written_and_resumed_through_the_entry_points(tmp_path):
   bucket = tmp_path / "bucket-root" / "lab" / "runs" / "r1"
   r = _main(tmp_path, "--config.num_train_steps=2")

@@ -14,6 +14,7 @@ CONFIGS = [("configs/resnet.py", p) for p in ("digits", "cifar10", "imagenette",
     ("configs/recipes.py", "imagenet_resnet50")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path, preset", CONFIGS)
 def test_config_builds_its_model(path, preset):
   c = config_lib.load_file(f"{path}:{preset}")

@@ -84,6 +84,7 @@ def _check(impl, p, tol):
   return "compared"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", [i for i in IMPLS if i != "xla"])
 def test_forward_and_vjp_match_lax(impl):
   tol = 1e-4 if impl == "fft" else 1e-5

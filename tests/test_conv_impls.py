@@ -32,6 +32,7 @@ def test_resolve_impl_sends_what_winograd_cannot_do_to_lax():
     layers.resolve_impl("magic", _spec(3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, size, channels, line", [
     # LeNet-5: C1, C5 and the 16 partial maps of C3 are all 5x5.
     ("lenet5", 32, 1, "conv_impl=winograd: 0 of 18 convolutions; xla for 18 (5x5: 18)"),
@@ -51,6 +52,7 @@ def test_winograd_models_give_lax_logits(name, size, channels, line):
   np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5 * float(jnp.abs(ref).max()))
 
 
+@pytest.mark.slow
 def test_plan_is_logged_once_per_model(caplog, monkeypatch):
   monkeypatch.setattr(impl_plan, "_LOGGED", set())
   x = jnp.zeros((1, 8, 8, 3))

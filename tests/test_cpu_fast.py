@@ -42,6 +42,7 @@ CASES = [("lax_cpu", (1, 7, 9, 3), 3, 1, "SAME"),
          ("winograd_f2", (2, 7, 10, 3), 3, 1, ((0, 2), (1, 0)))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
 @pytest.mark.parametrize("path, shape, k, stride, padding", CASES)
 def test_path_matches_lax_forward_and_both_gradients(path, shape, k, stride, padding, dtype):
@@ -156,6 +157,8 @@ def test_set_xla_flags_adds_the_flag_unless_the_user_set_it(monkeypatch):
   assert cpu_fast.set_xla_flags() == ""
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_importing_cnnjax_leaves_xla_flags_alone():
   code = ("import os; os.environ.pop('XLA_FLAGS', None); import cnnjax, cnnjax.layers, cnnjax.models, "
           "cnnjax.train.loop; print(repr(os.environ.get('XLA_FLAGS')))")

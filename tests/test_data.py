@@ -371,6 +371,7 @@ def test_shard_arguments_are_checked():
     data.eval_dataset(c, IdSource(8), ID_INFO, process_index=2, process_count=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_stream_started_at_a_step_is_the_uninterrupted_stream(workers):
   """A run resumed at step k starts the stream at global batch k: the same batches an uninterrupted run sees

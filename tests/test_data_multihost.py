@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 WORKER = textwrap.dedent("""
     import sys
@@ -58,6 +59,8 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.multiprocess
+@pytest.mark.slow
 def test_two_processes_build_the_single_process_global_batches(tmp_path):
   from cnnjax import data
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -324,6 +324,7 @@ def test_folder_missing_split_lists_the_present_ones(tmp_path):
     data.get_source(_config("folder", tmp_path).dataset, "test")
 
 
+@pytest.mark.slow
 def test_folder_decodes_in_worker_processes_as_in_the_main_one(tmp_path):
   write_folder(tmp_path)
   c = _folder_config(tmp_path)

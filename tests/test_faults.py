@@ -58,6 +58,7 @@ def _wait_for(pred, proc, timeout=120.0, poll=0.005):
   return False
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
   ref = tmp_path / "ref"
@@ -92,6 +93,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
   assert not glob.glob(os.path.join(ckpts, "*damaged*"))  # kills never damage a finalized checkpoint
 
 
+@pytest.mark.subprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_preemption_signal_saves_and_exits_then_resumes(tmp_path, signum):
@@ -113,6 +115,7 @@ def test_preemption_signal_saves_and_exits_then_resumes(tmp_path, signum):
   _assert_same_run(ref, work, split_window_at=saved)
 
 
+@pytest.mark.slow
 def test_nonfinite_stop_keeps_last_good_checkpoint(tmp_path):
   c = tiny_config(num_train_steps=8, learning_rate=1e30, checkpoint_every_steps=1, log_every_steps=4,
                   on_nonfinite="stop", lr_schedule="constant", **{"model.norm": "none"})
@@ -123,6 +126,7 @@ def test_nonfinite_stop_keeps_last_good_checkpoint(tmp_path):
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
 
 
+@pytest.mark.slow
 def test_nonfinite_skip_counts_and_stops_after_too_many(tmp_path):
   c = tiny_config(num_train_steps=8, learning_rate=1e30, checkpoint_every_steps=2, log_every_steps=2,
                   eval_every_steps=8, on_nonfinite="skip", max_consecutive_nonfinite=20, lr_schedule="constant",
@@ -229,6 +233,7 @@ def test_incompatible_checkpoint_names_the_parameters(tmp_path):
     loop.run(tiny_config(num_train_steps=2, **{"model.width": 0.25}), str(tmp_path), allow_config_change=True)
 
 
+@pytest.mark.slow
 def test_changed_config_refused_unless_allowed_safe_changes_pass(tmp_path):
   loop.run(tiny_config(num_train_steps=2), str(tmp_path))
   with pytest.raises(ConfigError, match=r"learning_rate: 0.05 in the workdir, 0.3 now"):
@@ -238,6 +243,7 @@ def test_changed_config_refused_unless_allowed_safe_changes_pass(tmp_path):
   assert checkpoint.Manager(str(tmp_path / "checkpoints")).latest_step() == 5
 
 
+@pytest.mark.slow
 def test_torn_metrics_line_is_skipped_and_dropped_on_resume(tmp_path):
   c = tiny_config(num_train_steps=4, log_every_steps=2, checkpoint_every_steps=2, eval_every_steps=4)
   loop.run(c, str(tmp_path), stop_after_steps=2)
@@ -273,6 +279,7 @@ def test_invalid_values_fail_before_compiling(tmp_path, override, message):
     assert "image_size" not in str(e.value)  # only a genuinely too-small input blames the image size
 
 
+@pytest.mark.slow
 def test_changed_worker_count_resumes_at_the_saved_step(tmp_path, caplog):
   """Worker counts may change on resume: the run goes on from its checkpoint (nothing renamed, no restart) and
   ends where an uninterrupted run with the same data ends."""
@@ -316,6 +323,7 @@ def test_read_error_that_is_not_damage_stops_and_renames_nothing(six_and_eight, 
   assert (work / "metrics.jsonl").read_text() == lines
 
 
+@pytest.mark.slow
 def test_paths_may_change_on_resume(finished_run, copy_run, caplog):
   """The data folder, the compilation cache and the worker count are where a run is, not what it is: a resume
   with other values is no config change and goes on from the checkpoint."""
@@ -363,6 +371,8 @@ def test_all_checkpoints_damaged_needs_restart_which_keeps_the_old_attempt(tmp_p
   assert checkpoint.Manager(str(tmp_path / "checkpoints")).all_steps() == [2, 4]  # trained anew from 0
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_second_launch_on_a_busy_workdir_exits_naming_the_holder(tmp_path):
   work, endless = tmp_path / "w", (*LONG, "--config.num_train_steps=100000")
   popen = lambda: subprocess.Popen(helpers.main_cmd(work, *endless), cwd=helpers.ROOT, env=helpers.env(1),
@@ -390,6 +400,7 @@ def test_second_launch_on_a_busy_workdir_exits_naming_the_holder(tmp_path):
     first.kill()
 
 
+@pytest.mark.slow
 def test_rerun_at_the_last_step_writes_missing_final_metrics(tmp_path):
   """A run killed after its last checkpoint but before final_metrics.json (same files as deleting it) writes
   it on the rerun, from the logged metrics, and evaluates anew if the last eval was never logged."""

@@ -162,6 +162,7 @@ def test_bad_input_is_named():
 
 
 # --- embed -------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_embed_pools_globally_and_the_head_gives_the_logits():
   from cnnjax import models
   model = models.create("resnet20", num_classes=10, stage_sizes=(1, 1, 1))

@@ -106,6 +106,7 @@ def kim_tx(**overrides):
 
 @pytest.mark.parametrize("variant", ["rand", "multichannel"])   # multichannel's static channel is 'static'
 
+@pytest.mark.slow
 def test_padding_row_and_frozen_channel_stay_exact_under_training(variant):
   vectors = lambda key, shape, dtype=jnp.float32: jax.random.normal(key, shape).at[0].set(0)
   model = models.create("kim_cnn", num_classes=2, variant=variant,
@@ -256,6 +257,7 @@ def test_end_to_end_tiny_separable_text(tmp_path):
   assert last["eval"]["count"] == 40 and last["eval"]["top1"] == 1.0
 
 
+@pytest.mark.slow
 def test_text_run_resumes_exactly_with_its_saved_vocabulary(tmp_path):
   """A stopped text run resumes bit for bit; it keeps the vocabulary saved in its workdir (vocab.json) even
   after the training file gained new words (recomputing it would change the embedding's size)."""

@@ -72,6 +72,7 @@ def test_bucket_lock_heartbeat_refusal_release_and_stale_takeover(bucket):
   assert json.loads(path.read_text()) == fresh  # the refused launch wrote nothing
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_busy_bucket_workdir_exits_4_through_the_entry_point(tmp_path):
   root = tmp_path / "bucket-root"

@@ -16,6 +16,7 @@ def _main(*args, timeout=300):
                         text=True, timeout=timeout)
 
 
+@pytest.mark.subprocess
 def test_misspelt_key_fails_fast_naming_key_and_closest(tmp_path):
   r = _main("--config", "configs/resnet.py", "--workdir", str(tmp_path), "--config.lerning_rate=0.3",
             "--config.dataset.imagesize=16", timeout=60)
@@ -26,6 +27,8 @@ def test_misspelt_key_fails_fast_naming_key_and_closest(tmp_path):
   assert not os.path.exists(tmp_path / "config.json")  # failed before anything ran
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_bad_value_and_unknown_model_are_clear(tmp_path):
   r = _main("--config", "configs/resnet.py", "--workdir", str(tmp_path), "--config.learning_rate=-1", timeout=60)
   assert r.returncode != 0 and "config.learning_rate=-1.0" in r.stderr and "Traceback" not in r.stderr
@@ -34,6 +37,8 @@ def test_bad_value_and_unknown_model_are_clear(tmp_path):
   assert r.returncode != 0 and "resnet21" in r.stderr and "resnet20" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_unknown_preset_and_missing_config_file_are_clear(tmp_path):
   r = _main("--config", "configs/resnet.py:cifar11", "--workdir", str(tmp_path), timeout=60)
   assert r.returncode != 0 and "Traceback" not in r.stderr
@@ -42,6 +47,8 @@ def test_unknown_preset_and_missing_config_file_are_clear(tmp_path):
   assert r.returncode != 0 and "Traceback" not in r.stderr and "no_such.py" in r.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_overrides_reach_the_run(tmp_path):
   r = _main("--config", "configs/resnet.py", "--workdir", str(tmp_path), "--config.num_train_steps=2",
             "--config.dataset.image_size=8", "--config.model.width=0.25", "--config.learning_rate=0.05",
@@ -65,6 +72,7 @@ def _files(workdir):
   return out
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_eval_mode_reproduces_logged_evals_takes_no_lock_and_changes_no_file(tmp_path):
   """`--mode=eval` restores the newest checkpoint (or `--step N`) and gives exactly the eval the run logged at
@@ -95,6 +103,7 @@ def test_eval_mode_reproduces_logged_evals_takes_no_lock_and_changes_no_file(tmp
          {k: v for k, v in _files(tmp_path).items() if k != "lock.json"}
 
 
+@pytest.mark.subprocess
 def test_unusable_workdir_is_one_fatal_line_with_status_2(tmp_path):
   """A --workdir that is a file, or a bucket whose package is missing: one FATAL line naming the workdir, the
   cause and the fix, status 2 (like every bad argument), no traceback."""

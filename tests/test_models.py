@@ -124,6 +124,7 @@ def test_one_train_step_is_finite_and_changes_params(name):
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(st.params), jax.tree.leaves(new.params)))
 
 
+@pytest.mark.slow
 def test_googlenet_aux_heads_only_in_training():
   m = models.create("googlenet", num_classes=10)
   v = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3)), train=False)
@@ -133,6 +134,7 @@ def test_googlenet_aux_heads_only_in_training():
   assert m.apply(v, x, train=False).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_batch_norm_statistics_change_in_training_only():
   """One train-mode call moves each running average to momentum * old + (1 - momentum) * the batch statistic
   (biased variance), computed here in numpy float64 from the captured input of the stem's norm; eval mode leaves
@@ -172,6 +174,7 @@ def test_residual_false_and_norm_none_remove_skips_and_norms():
   assert diff == sum((c_in * c_out + 2 * c_out) for c_in, c_out in [(64, 128), (128, 256), (256, 512)])
 
 
+@pytest.mark.slow
 def test_every_conv_impl_gives_the_same_logits():
   """Each hand-written implementation against lax's logits on one ResNet. The reference is conv_impl='xla': at
   8x8 every Conv there is lax.conv_general_dilated (no CPU polyphase path: the stride-2 outputs are 4x4).

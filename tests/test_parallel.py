@@ -155,6 +155,7 @@ def _tiny_model_state(norm, batch=16, seed=0):
   return model, tx, state, batch
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_large_batch_without_batch_norm():
   model, tx, state, batch = _tiny_model_state("none")
   one = jax.jit(steps.make_train_step(model, tx, optax.constant_schedule(0.1)))
@@ -166,6 +167,7 @@ def test_grad_accumulation_equals_large_batch_without_batch_norm():
   np.testing.assert_allclose(m1["top1"], m4["top1"])
 
 
+@pytest.mark.slow
 def test_grad_accumulation_with_batch_norm_is_ghost_batch_norm():
   """With batch norm, microbatch j (examples j, j+k, ...) is normalised with its own statistics and the
   running averages are updated once per microbatch, in order: checked against an explicit loop."""

@@ -23,7 +23,9 @@ RTOL = 1e-4   # of max |torch logit|
 # XLA's CPU backend spends most of a deep net's time here compiling (ResNet-152: 14 s of CPU per input size);
 # these options halve that. The program is the same; the logits stayed within 2e-6 of torch's either way.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-SLOW = {"resnet101", "resnet152", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"}
+# In the fast tier: one of each family (resnet18, vgg11_bn, alexnet); the rest after it.
+SLOW = {"resnet34", "resnet50", "resnet101", "resnet152", "vgg11", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+        "vgg19_bn"}
 
 
 @pytest.fixture(autouse=True)
@@ -88,6 +90,7 @@ def test_logits_equal_torchvision(name):
     assert_close(apply(variables, x), torch_logits(model, x.transpose(0, 3, 1, 2)))
 
 
+@pytest.mark.slow
 def test_googlenet_logits_aux_heads_and_transform_input_equal_torchvision():
   """Eval logits at both sizes; the auxiliary heads (their fc1 follows a 128x4x4 flatten), which torchvision
   runs only in training, on the same features; and torchvision's `transform_input=True` (the pretrained

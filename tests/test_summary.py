@@ -39,6 +39,8 @@ def test_receptive_field_and_jump_hand_worked():
   assert rows[0]["macs"] == 32 * 32 * 4 * 27
 
 
+@pytest.mark.subprocess
+@pytest.mark.slow
 def test_cli_on_config_and_model(tmp_path):
   r = subprocess.run([sys.executable, "-m", "cnnjax.summary", "--config", "configs/resnet.py"], capture_output=True,
                      text=True, timeout=300)

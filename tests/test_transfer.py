@@ -26,6 +26,7 @@ def source_run(tmp_path_factory):
   return str(w), checkpoint.load_numpy(str(w))[0]
 
 
+@pytest.mark.slow
 def test_frozen_backbone_is_bit_identical_and_the_new_head_trains(tmp_path, source_run):
   src, a = source_run
   c = tiny_config(num_train_steps=4, frozen="^(?!head/)", **SYNTH5,
