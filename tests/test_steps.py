@@ -8,18 +8,19 @@ from cnnjax.train import steps
 
 
 def test_topk_hand_worked_with_ties():
-  logits = jnp.array([
-      [0.1, 0.5, 0.2, 0.9, 0.3, 0.0],  # label 1: one class (3) above it -> rank 2: top1 no, top5 yes
-      [1.0, 1.0, 0.0, 0.0, 0.0, 0.0],  # label 0 tied with class 1: tie counts against -> top1 no, top2 no? top5 yes
-      [2.0, 2.0, 2.0, 2.0, 2.0, 2.0],  # all equal: 5 others >= label -> not in top5 either
-      [0.0, 0.0, 0.0, 0.0, 0.0, 3.0],  # label 5 strictly highest -> top1 yes
-      [5.0, 4.0, 3.0, 2.0, 1.0, 0.0],  # label 5 lowest: 5 others above -> top5 no
-  ])
-  labels = jnp.array([1, 0, 3, 5, 5])
-  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 1), [0, 0, 0, 1, 0])
-  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 2), [1, 1, 0, 1, 0])
-  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 5), [1, 1, 0, 1, 0])
-  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 6), [1, 1, 1, 1, 1])
+  """Row r puts its label at rank r + 1 of 7 (logits 6, 5, ..., 0), so top-k is right on exactly the first k
+  rows and top-k, top-(k-1) and top-(k+1) differ for every k; ties count against the label: a label tied
+  with one other class first is rank 2, a row of equal logits rank 7."""
+  ranked = np.tile(np.arange(6.0, -1.0, -1.0), (7, 1))
+  tied = np.array([[1.0, 1.0, 0, 0, 0, 0, 0], [2.0] * 7, [0, 0, 0, 0, 0, 0, 3.0]])
+  logits = jnp.asarray(np.concatenate([ranked, tied]), jnp.float32)
+  labels = jnp.array([0, 1, 2, 3, 4, 5, 6, 0, 3, 6])
+  rank = np.array([1, 2, 3, 4, 5, 6, 7, 2, 7, 1])  # worked out by hand from the rows above
+  for k in range(1, 8):
+    np.testing.assert_array_equal(steps.topk_correct(logits, labels, k), (rank <= k).astype(np.float32),
+                                  err_msg=f"top-{k}")
+  m = steps.metric_sums(logits, labels, jnp.ones(10, bool))
+  assert (float(m["top1"]), float(m["top5"]), float(m["count"])) == (2.0, 7.0, 10.0)  # ranks <= 1; <= 5
 
 
 def test_topk_counts_nonfinite_logits_as_wrong():
