@@ -88,3 +88,44 @@ def test_logged_learning_rate_is_the_one_applied_after_skipped_steps():
                              rtol=1e-6)
   applied = jax.tree.map(lambda new, old, g: (old - new) / g, st.params, before, grads)
   np.testing.assert_allclose(applied["Dense_0"]["kernel"], 0.2, rtol=1e-4)
+
+
+def test_skipped_nonfinite_step_leaves_every_piece_of_state_bit_identical():
+  """A batch with one NaN pixel makes the loss, the gradients and the batch statistics NaN; the step must then
+  keep the parameters, the batch-norm running statistics and the optimizer state (momentum trace, schedule
+  count) bit for bit as they were, and the RNG key, while the step counter advances by one. The state before is
+  a trained one (a good step first), so momentum and statistics are not at their initial values, where a guard
+  that resets them would pass unseen."""
+  import flax.linen as nn
+  from cnnjax.layers import BatchNorm
+  from cnnjax.train import optim, state as state_lib
+  from tests.helpers import tiny_config
+
+  class ConvNormDense(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, train):
+      x = nn.Conv(4, (3, 3), use_bias=False)(x)
+      x = nn.relu(BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x))
+      return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+  model, c = ConvNormDense(), tiny_config()      # the config's optimizer: SGD, momentum 0.9, weight decay, cosine
+  tx, schedule = optim.build(c, steps_per_epoch=10, total_steps=10)
+  step = jax.jit(steps.make_train_step(model, tx, schedule))
+  st = state_lib.create(jax.random.PRNGKey(0), model, tx, (8, 8, 3))
+  x = jax.random.normal(jax.random.PRNGKey(1), (8, 8, 8, 3))
+  labels = jnp.arange(8) % 10
+  st, m = step(st, {"image": x, "label": labels})
+  assert not bool(m["nonfinite_loss"]) and not bool(m["nonfinite_grads"])
+  before = jax.tree.map(np.asarray, st)
+  momentum = [a for a in jax.tree.leaves(before.opt_state) if np.ndim(a) > 0]
+  assert momentum and all(np.abs(a).max() > 0 for a in momentum)         # a momentum trace to keep
+  assert int(optim.updates_applied(before.opt_state, -1)) == 1           # and a schedule count
+  assert np.abs(before.batch_stats["BatchNorm_0"]["mean"]).max() > 0       # statistics moved from their init
+  after, m = step(st, {"image": x.at[3, 2, 1, 0].set(jnp.nan), "label": labels})
+  assert bool(m["nonfinite_loss"]) and bool(m["nonfinite_grads"])
+  assert int(after.step) == int(before.step) + 1
+  for part in ("params", "batch_stats", "opt_state", "rng"):
+    want, got = getattr(before, part), getattr(after, part)
+    assert jax.tree.structure(want) == jax.tree.structure(got), part
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want), jax.tree.leaves(got)):
+      np.testing.assert_array_equal(np.asarray(b), a, err_msg=f"{part}{jax.tree_util.keystr(path)}")
