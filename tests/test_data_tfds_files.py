@@ -1,7 +1,6 @@
 """The real TFDS path, no mock: a tiny builder prepared as ArrayRecord files in a temporary data_dir, read back
 through cnnjax.data.get_source (not-prepared check, tfds.data_source, split slices, PNG decoding)."""
 import io
-import sys
 
 import numpy as np
 import pytest
@@ -71,4 +70,3 @@ def test_prepared_array_record_files_are_read_lazily_with_slices(tmp_path, tiny_
   c.dataset.image_size, c.eval_batch_size = 7, 4
   batches = list(data.eval_dataset(c, tail, info))
   assert sum(int(b["mask"].sum()) for b in batches) == 4 and batches[0]["image"].shape == (4, 7, 7, 3)
-  assert "tensorflow" not in sys.modules

@@ -128,15 +128,28 @@ def test_nonfinite_stop_keeps_last_good_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_nonfinite_skip_counts_and_stops_after_too_many(tmp_path):
+  """With a rate of 1e30 step 1 is finite and every later step is not (the weights overflow float32): each is
+  skipped, so the checkpoints of steps 2, 4, 6 and 8 hold one and the same state, the one after step 1, bit for
+  bit in every part a step writes (parameters, batch-norm statistics, optimizer state, RNG), finite, with the
+  step counter going on."""
   c = tiny_config(num_train_steps=8, learning_rate=1e30, checkpoint_every_steps=2, log_every_steps=2,
                   eval_every_steps=8, on_nonfinite="skip", max_consecutive_nonfinite=20, lr_schedule="constant",
-                  **{"model.norm": "none"})
+                  keep_checkpoints=5)
   loop.run(c, str(tmp_path / "skip"))
   entries = [e for e in read_jsonl(str(tmp_path / "skip" / "metrics.jsonl")) if e["split"] == "train"]
   assert [e["nonfinite_steps"] for e in entries] == [1, 2, 2, 2]  # steps 2..8 skipped
-  for step in checkpoint.Manager(str(tmp_path / "skip" / "checkpoints")).all_steps():
+  steps = checkpoint.Manager(str(tmp_path / "skip" / "checkpoints")).all_steps()
+  assert steps == [2, 4, 6, 8]
+  first, _ = checkpoint.load_numpy(str(tmp_path / "skip"), 2)
+  first.pop("step")
+  assert jax.tree.leaves(first["batch_stats"]) and jax.tree.leaves(first["opt_state"])
+  for step in steps:
     state, _ = checkpoint.load_numpy(str(tmp_path / "skip"), step)
-    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state))
+    assert int(state.pop("step")) == step
+    assert jax.tree.structure(state) == jax.tree.structure(first)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(first)):
+      np.testing.assert_array_equal(a, b, err_msg=f"step {step}: {jax.tree_util.keystr(path)}")
+      assert np.isfinite(a).all(), f"step {step}: {jax.tree_util.keystr(path)}"  # NaN equals NaN above
   c.max_consecutive_nonfinite = 3
   with pytest.raises(loop.NonFiniteError, match=r"step 4 .*3 non-finite steps in a row"):
     loop.run(c, str(tmp_path / "limit"))

@@ -246,14 +246,11 @@ def _toy_sst(tmp_path, **fields):
 
 
 def test_end_to_end_tiny_separable_text(tmp_path):
-  """Through the training loop: the loss falls and every held-out test sentence is right."""
+  """Through the training loop: every held-out test sentence of a separable toy task is right."""
   from cnnjax.train import loop
-  from cnnjax.workdir import read_jsonl
   c = _toy_sst(tmp_path, num_train_steps=300, eval_every_steps=300, checkpoint_every_steps=300,
                log_every_steps=20)
   last = loop.run(c, str(tmp_path / "w"))
-  losses = [e["loss"] for e in read_jsonl(str(tmp_path / "w" / "metrics.jsonl")) if e["split"] == "train"]
-  assert losses[-1] < 0.5 * losses[0]
   assert last["eval"]["count"] == 40 and last["eval"]["top1"] == 1.0
 
 

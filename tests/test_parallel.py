@@ -22,10 +22,12 @@ STEPS = ["--config.num_train_steps=4", "--config.checkpoint_every_steps=4", "--c
 
 
 def _assert_states_close(a, b, rtol=2e-5, atol=2e-6):
-  for key in ("params", "batch_stats"):
-    flat_a, flat_b = jax.tree_util.tree_leaves_with_path(a[key]), jax.tree.leaves(b[key])
-    for (path, x), y in zip(flat_a, flat_b):
-      np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=f"{key}{jax.tree_util.keystr(path)}")
+  """Two restored train states hold the same arrays: every part (params, batch_stats, opt_state with its momentum
+  and count, step, rng), the same tree (no leaf missing on either side), each leaf close."""
+  assert jax.tree.structure(a) == jax.tree.structure(b), (jax.tree.structure(a), jax.tree.structure(b))
+  assert set(a) >= {"params", "batch_stats", "opt_state", "step", "rng"}, sorted(a)
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path))
 
 
 @pytest.mark.slow

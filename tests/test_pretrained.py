@@ -218,3 +218,36 @@ def test_command_rejects_bad_options_before_reading_weights(tmp_path, capsys, ar
   assert pretrained.main(argv) == 2
   assert message in capsys.readouterr().err
   assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("resnet18", {}), pytest.param("vgg11_bn", {}, marks=pytest.mark.slow),
+    pytest.param("googlenet", {"aux_logits": True, "init_weights": True}, marks=pytest.mark.slow)])
+def test_conversion_sets_statistics_epsilon_and_momentum_as_torchvision(name, kwargs):
+  """Every torchvision BatchNorm2d has a zoo batch norm with its running statistics bit for bit, its epsilon
+  (1e-5; GoogLeNet's 1e-3) and its momentum (torch's 0.1 is flax's 0.9), read from the modules as they run.
+  Eval-mode logits cannot see the momentum (it acts only in training), nor statistics that trade places with
+  epsilon (the variance converted as var + eps into a norm with eps 0 gives the same logits)."""
+  import flax.linen as nn
+  from cnnjax.layers import BatchNorm
+  model = random_torch_model(name, **kwargs)
+  module, variables = pretrained.from_torchvision(name, model.state_dict())
+  theirs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+  ours = {}
+
+  def record(next_fun, args, kw, context):
+    if isinstance(context.module, BatchNorm) and context.method_name == "__call__":
+      ours[context.module.path] = context.module
+    return next_fun(*args, **kw)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda: module.apply(variables, np.zeros((1, 224, 224, 3), np.float32), train=False))
+  names = {pretrained.FAMILIES[name].names(path, module): path for path in ours}
+  assert len(names) == len(ours) and sorted(names) == sorted(theirs)
+  for tname, path in names.items():
+    bn, stats = theirs[tname], variables["batch_stats"]
+    for part in path:
+      stats = stats[part]
+    np.testing.assert_array_equal(stats["mean"], bn.running_mean.numpy(), err_msg=tname)
+    np.testing.assert_array_equal(stats["var"], bn.running_var.numpy(), err_msg=tname)
+    assert ours[path].epsilon == bn.eps, tname
+    assert ours[path].momentum == pytest.approx(1 - bn.momentum, abs=1e-12), tname

@@ -10,7 +10,7 @@ import pytest
 from cnnjax.workdir import read_jsonl
 from cnnjax import checkpoint
 from cnnjax.train import loop
-from tests.helpers import tiny_config
+from tests.helpers import metrics, tiny_config
 
 
 def _final_params(workdir, config):
@@ -23,7 +23,10 @@ def _final_params(workdir, config):
   return step, jax.tree.map(np.asarray, restored["state"])
 
 
-def test_few_steps_loss_goes_down_and_outputs_are_written(tmp_path):
+def test_few_steps_write_their_outputs(tmp_path):
+  """Entries at the log and eval steps; the logged learning rate is the cosine schedule's at the update each
+  entry's last step applied (step - 1 updates before it), worked out here from the formula; every test example
+  evaluated once; config, checkpoints and the conv plan written."""
   c = tiny_config(num_train_steps=12, log_every_steps=3, eval_every_steps=6, checkpoint_every_steps=6,
                   learning_rate=0.1)
   last = loop.run(c, str(tmp_path))
@@ -32,9 +35,9 @@ def test_few_steps_loss_goes_down_and_outputs_are_written(tmp_path):
   evals = [e for e in entries if e["split"] == "eval"]
   assert [e["step"] for e in train] == [3, 6, 9, 12]
   assert [e["step"] for e in evals] == [6, 12]
-  assert train[-1]["loss"] < train[0]["loss"]
-  for key in ("loss", "top1", "top5", "learning_rate", "examples_per_sec", "grad_norm"):
-    assert np.isfinite(train[-1][key]), key
+  want_lr = [0.1 * 0.5 * (1 + np.cos(np.pi * (s - 1) / 12)) for s in (3, 6, 9, 12)]
+  np.testing.assert_allclose([e["learning_rate"] for e in train], want_lr, rtol=1e-5)  # float32
+  assert all(e["count"] == 3 * 32 for e in train)  # 3 steps of 32 examples per entry
   # Evaluation counts every test example once: 355 is not a multiple of the eval batch (64).
   assert all(e["count"] == 355 for e in evals)
   assert last["eval"]["top1"] == evals[-1]["top1"]
@@ -56,25 +59,37 @@ def test_few_steps_loss_goes_down_and_outputs_are_written(tmp_path):
   assert plan["autotune"]["undecided"] == plan["autotune"]["shapes"] > 0 and plan["autotune"]["measured"] == 0
 
 
-def test_eval_top1_equals_numpy_recount(tmp_path):
-  """The loop's eval metrics equal a recount in numpy of the restored model's predictions."""
+def test_eval_metrics_equal_a_numpy_recount(finished_run):
+  """The eval top-1, top-5 and loss the loop logged at the last step equal a float64 numpy recount (argsort,
+  log-softmax) from the restored model's logits, on a model that gets some test examples right and some wrong:
+  metrics that count every example right, or none, or the wrong ones, or the padding, would pass on a model
+  that is always right or always wrong."""
   from cnnjax import data, models
   from cnnjax import config as config_lib
-  c = tiny_config(num_train_steps=4)
-  last = loop.run(c, str(tmp_path))
-  _, state = _final_params(str(tmp_path), c)
+  c, workdir = finished_run
+  state, step = checkpoint.load_numpy(str(workdir))
+  logged = metrics(workdir, "eval")[-1]
+  assert step == logged["step"] == 6
   src, info = data.get_source(c.dataset, "test")
   model = models.create(c.model.name, num_classes=10, **config_lib.model_options(c))
-  correct, n = 0, 0
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  hits, loss, n = {1: 0, 5: 0}, 0.0, 0
   for batch in data.eval_dataset(c, src, info):
     batch = data.on_device(c, info)(batch)   # the uint8 images normalised, as inside the eval step
-    logits = np.asarray(model.apply({"params": state["params"], "batch_stats": state["batch_stats"]},
-                                    batch["image"], train=False), np.float64)
-    m = batch["mask"]
-    correct += int((logits.argmax(-1) == batch["label"])[m].sum())
+    z = np.asarray(apply({"params": state["params"], "batch_stats": state["batch_stats"]}, batch["image"]),
+                   np.float64)
+    m, labels = np.asarray(batch["mask"], bool), np.asarray(batch["label"])
+    ranked = np.argsort(-z, axis=-1, kind="stable")
+    for k in hits:
+      hits[k] += int(((ranked[:, :k] == labels[:, None]).any(-1) & m).sum())
+    z = z - z.max(-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    loss -= float(logp[np.arange(len(labels)), labels][m].sum())
     n += int(m.sum())
-  assert n == 355
-  assert abs(last["eval"]["top1"] - correct / n) < 1e-6
+  assert n == logged["count"] == 355
+  assert 0 < hits[1] < hits[5] < n, hits  # some right, some wrong, and top-5 is not top-1
+  assert abs(logged["top1"] - hits[1] / n) < 1e-6 and abs(logged["top5"] - hits[5] / n) < 1e-6
+  np.testing.assert_allclose(logged["loss"], loss / n, rtol=1e-5)
 
 
 def test_stop_and_resume_equals_straight_run(tmp_path):
