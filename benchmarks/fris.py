@@ -3,7 +3,8 @@
   python -m benchmarks.fris [--n 10000] [--d 64] [--classes 10] [--separation 0.5] [--repeats 3]
 
 Class centres are drawn with standard deviation `separation`, objects around them with standard deviation 1,
-so the classes overlap and each needs several stolps. Prints the median wall seconds over repeats (and the process's CPU seconds, steadier on a shared machine) (after one
+so the classes overlap and each needs several stolps. Prints the median wall seconds over repeats (and the process's
+CPU seconds, steadier on a shared machine) (after one
 untimed call that compiles the distance blocks), the number of stolps per class and the compactness.
 """
 import argparse
@@ -40,7 +41,8 @@ def main():
   t_comp = time.perf_counter() - t
   print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}; {a.n} x {a.d} features, {a.classes} classes")
   print(f"fris_stolp: median {statistics.median(times):.2f} s over {a.repeats} (all: "
-        f"{', '.join(f'{s:.2f}' for s in times)}; process CPU {statistics.median(cpu):.2f} s); stolps per class {np.mean([len(v) for v in stolps.values()]):.1f}")
+        f"{', '.join(f'{s:.2f}' for s in times)}; process CPU {statistics.median(cpu):.2f} s); "
+        f"stolps per class {np.mean([len(v) for v in stolps.values()]):.1f}")
   print(f"compactness: {comp:.3f} in {t_comp:.2f} s")
 
 

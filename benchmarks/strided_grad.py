@@ -3,7 +3,8 @@
 
   python -m benchmarks.strided_grad [--repeats 3]
 
-Prints the median over repeats of each one's mean milliseconds (3 calls), interleaved, and checks that the two agree. The `Conv` module uses
+Prints the median over repeats of each one's mean milliseconds (3 calls), interleaved, and checks that the two agree.
+The `Conv` module uses
 the polyphase path on CPU for outputs of 8x8 and more (below that it measured slower).
 """
 import argparse

@@ -100,7 +100,8 @@ def get_config():
   # Model: `name` plus the family's options (cnnjax.models.options(name)).
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet20"
-  c.model.conv_impl = "auto"  # per backend and layer shape the fastest measured (cnnjax.layers.cpu_fast); "xla": plain lax
+  # Per backend and layer shape the fastest measured (cnnjax.layers.autotune); "xla": plain lax.
+  c.model.conv_impl = "auto"
   # How 'auto' decides on CPU (cnnjax/layers/autotune.py): 'measure' times each new layer shape once per machine and
   # caches the choice beside the compilation cache; 'cached' uses cached choices only (lax otherwise); 'off': lax.
   c.model.conv_autotune = "measure"

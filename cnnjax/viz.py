@@ -142,7 +142,8 @@ def _call_order(model, input_shape, chosen) -> list:
 
 def conv_paths(model, input_shape) -> list:
   """The paths ('stage1_block1/Conv_0') of the model's convolutions in call order."""
-  return _call_order(model, input_shape, lambda m, method: method == "__call__" and isinstance(m, (layers.Conv, nn.Conv)))
+  is_conv = lambda m, method: method == "__call__" and isinstance(m, (layers.Conv, nn.Conv))
+  return _call_order(model, input_shape, is_conv)
 
 
 def first_conv_kernel(model, params, input_shape) -> np.ndarray:

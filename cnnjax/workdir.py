@@ -73,7 +73,8 @@ def check(workdir) -> epath.Path:
       epath.Path(s).exists()
     except ImportError as e:
       fix = _BUCKET_EXTRAS.get(scheme, "install the fsspec package for this scheme")
-      raise ConfigError(f"--workdir {s}: {scheme}:// needs a package that is not installed ({e}). Fix: {fix}.") from None
+      raise ConfigError(f"--workdir {s}: {scheme}:// needs a package that is not installed ({e}). "
+                        f"Fix: {fix}.") from None
     except KeyError:
       raise ConfigError(f"--workdir {s}: unknown scheme {scheme}://; etils.epath reads local paths and "
                         f"{', '.join(f'{k}://' for k in _BUCKET_EXTRAS)}") from None

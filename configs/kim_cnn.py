@@ -20,7 +20,6 @@ static | non-static | multichannel, the last three with --config.dataset.vectors
 (the paper: 300-d word2vec trained on Google News; --config.model.embed_dim must match the file).
 Table 2, CNN-rand: MR 76.1, SST-1 45.0, SST-2 82.7, Subj 89.6, TREC 91.2, CR 79.8, MPQA 83.4.
 """
-import ml_collections
 from ml_collections import config_dict
 
 from configs import default

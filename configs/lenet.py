@@ -8,7 +8,8 @@ Measured on Fashion-MNIST, 20 epochs (docs/depth.md): the paper's LeNet-5 13.86%
 
 Presets: `:lenet5` (default; 32x32 input as in the paper), `:lenet5_modern` (ReLU, max-pool, full C3),
 `:lenet1` (28x28 input), and on Fashion-MNIST (the real 28x28 images; `:fashion_mnist` the paper's LeNet-5,
-`:fashion_mnist_modern` the modern one, `:fashion_mnist_both` both as a sweep): each image centred on the paper's 32x32 field (zero padding, no
+`:fashion_mnist_modern` the modern one, `:fashion_mnist_both` both as a sweep): each image centred on the paper's 32x32
+field (zero padding, no
 scaling), shifted by up to 2 pixels and mirrored at random (clothes, unlike digits, keep their class when
 mirrored).
 Paper recipe (LeCun et al. 1998, Sec. II.C/III.C): MNIST padded to 32x32, 20 passes, stochastic diagonal

@@ -8,7 +8,8 @@ weight decay 1e-4, pad-4 crop + flip) as the baseline, and that recipe + EMA, + 
 and all three; 3 seeds per row (15 runs), seed-major so that a stopped sweep has whole seeds first:
 
   python -m experiments.sweep --config configs/recipes.py:fashion_mnist --workdir runs/recipes
-  python -m experiments.plot runs/recipes --baseline "decay=0.0, mixup.alpha=0.0, cutmix.alpha=0.0, trivial_augment=False"
+  python -m experiments.plot runs/recipes \
+    --baseline "decay=0.0, mixup.alpha=0.0, cutmix.alpha=0.0, trivial_augment=False"
 
 The additions, at this budget (2,808 steps): EMA decay 0.998 (a horizon of about 500 steps, one epoch) from the end of
 the first epoch; Mixup alpha 0.2 and CutMix alpha 1.0, one of the two per batch (torchvision's reference values);

@@ -181,8 +181,8 @@ def plot(results, compact, layers, shots, png, title):
   axes[0, 0].legend(fontsize=7)
   ax = axes[0, -1]
   pos = np.arange(len(layers))
-  ax.bar(pos - 0.2, [compact[l][0] for l in layers], 0.4, label="novel pool")
-  ax.bar(pos + 0.2, [compact[l][1] for l in layers], 0.4, label="base test set")
+  ax.bar(pos - 0.2, [compact[name][0] for name in layers], 0.4, label="novel pool")
+  ax.bar(pos + 0.2, [compact[name][1] for name in layers], 0.4, label="base test set")
   ax.set_xticks(pos, layers, rotation=30, fontsize=7)
   ax.set_ylabel("compactness (mean FRiS)")
   ax.legend(fontsize=7)

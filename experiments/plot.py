@@ -186,7 +186,8 @@ def plot_fig6(workdirs, out_dir):
       ax.plot(tx, ty, color=color, linewidth=0.8, alpha=0.8)
       trains = [last_epoch_mean(*r[0]) for r in runs if r[0][0]]
       train = float(np.mean(trains)) if trains else None
-      figs = ", ".join(([f"train {train:.2%}"] if train is not None else []) + ([f"test {ey[-1]:.2%}"] if len(ey) else [])
+      figs = ", ".join(([f"train {train:.2%}"] if train is not None else []) +
+                       ([f"test {ey[-1]:.2%}"] if len(ey) else [])
                        + ([f"mean of {len(runs)}"] if len(runs) > 1 else []))
       ax.plot(ex, ey, color=color, linewidth=2.2, marker=".", label=f"{label} ({figs})" if figs else label)
       if len(runs) > 1:
@@ -227,7 +228,8 @@ def summary(w) -> dict:
   sel = (workdir_lib.read_json(w / workdir_lib.FINAL) or {}).get("selected") or {}
   best = max(ev, key=lambda e: e["top1"]) if ev else None
   ema = [e for e in es if e["split"] == "eval_ema" and isinstance(e.get("top1"), (int, float))]
-  return {"steps": tr[-1]["step"] if tr else 0, "ema_top1": ema[-1]["top1"] if ema else None, "wall_min": tr[-1]["wall_s"] / 60 if tr and "wall_s" in tr[-1] else None,
+  return {"steps": tr[-1]["step"] if tr else 0, "ema_top1": ema[-1]["top1"] if ema else None,
+          "wall_min": tr[-1]["wall_s"] / 60 if tr and "wall_s" in tr[-1] else None,
           "train_loss": tr[-1]["loss"] if tr else None, "train_error": tr[-1]["error"] if tr else None,
           "top1": ev[-1]["top1"] if ev else None, "top5": ev[-1]["top5"] if ev else None,
           "best": (best["top1"], best["step"]) if best else None,
@@ -246,7 +248,8 @@ def table(workdirs):
   for w in workdirs:
     s = summaries[w]
     rows.append(f"| {names[w]} | {s['steps']} | {_fmt(s['wall_min']) if s['wall_min'] else '-'} | "
-                + " | ".join(_fmt(s[k]) if s[k] is not None else "-" for k in ("train_loss", "train_error", "top1", "top5"))
+                + " | ".join(_fmt(s[k]) if s[k] is not None else "-"
+                             for k in ("train_loss", "train_error", "top1", "top5"))
                 + f" | {pair(s['best'])} | {pair(s['selected'])} |"
                 + (f" {_fmt(s['ema_top1']) if s['ema_top1'] is not None else '-'} |" if ema else ""))
   return "\n".join(rows) + "\n"
@@ -276,7 +279,8 @@ def mean_table(workdirs, field: str, baseline: str | None = None):
       raise SystemExit(f"error: --baseline {baseline!r} matches {len(matches)} settings ({matches}); known: "
                        f"{list(grouped)}")
     base = matches[0]
-  head = (f"| runs (over {field}) | n | test top-1 mean (at best dev, where selected) | sd | 95% interval | min | max | "
+  head = (f"| runs (over {field}) | n | test top-1 mean (at best dev, where selected) | sd | 95% interval | min | max"
+          " | "
           "wall per run (min) |")
   rule = "|---|---|---|---|---|---|---|---|"
   if has_ema:

@@ -16,7 +16,6 @@ Seeds are an axis like any other: ("seed", (0, 1, 2)) in the config's sweep, or 
 curves as mean with a band).
 """
 import itertools
-import os
 import subprocess
 import sys
 import tempfile

@@ -3,7 +3,8 @@ ROOT: a non-local file system without network, for testing that workdir URLs sta
 
 epath reaches `gs://` through fsspec's 'gcs' protocol: here a local file system that maps `gs://b/x` to
 `ROOT/b/x`. Orbax writes array data through TensorStore's own GCS driver: here the paths it gives TensorStore are
-mapped to ROOT, so TensorStore's file driver writes them. Everything else (Orbax's bucket code paths included) runs as on GCS.
+mapped to ROOT, so TensorStore's file driver writes them. Everything else (Orbax's bucket code paths included) runs as
+on GCS.
 """
 import runpy
 import sys

@@ -4,7 +4,6 @@ import pytest
 from sklearn.datasets import load_digits
 
 from cnnjax import data
-from cnnjax.data import sources
 from cnnjax.errors import ConfigError
 from tests.helpers import tiny_config
 

@@ -1,5 +1,6 @@
 """The commands the docs quote run: every `python -m <module> ...` in README.md, docs/guide/*.md and the config files'
-docstrings names a module that exists, uses only flags its entry point defines, and overrides (`--config.a.b=v`) only fields of the config
+docstrings names a module that exists, uses only flags its entry point defines, and overrides (`--config.a.b=v`) only
+fields of the config
 file it names, whose preset that file accepts.
 
 The flags are read from each entry point's source (absl `DEFINE_*` calls, argparse `add_argument` calls), so

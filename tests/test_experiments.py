@@ -1,6 +1,5 @@
 """The sweep and plot entry points."""
 import json
-import os
 import subprocess
 import sys
 
@@ -51,7 +50,8 @@ def test_sweep_runs_grid_skips_finished_and_plots(tmp_path):
   import matplotlib.image
   img = matplotlib.image.imread(str(tmp_path / "plots" / "curves.png"))
   assert img.shape[0] > 500 and img.shape[1] > 500
-  run = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith("name=resnet20,residual=True,norm=batch"))
+  name = "name=resnet20,residual=True,norm=batch"
+  run = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith(name))
   assert (run / "filters.png").exists()
   assert matplotlib.image.imread(str(run / "filters.png")).shape[0] > 100  # drawn from the checkpoint's stem
 

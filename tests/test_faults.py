@@ -242,7 +242,8 @@ def test_empty_step_and_leftover_temporary_directories(six_and_eight, copy_run, 
 
 def test_incompatible_checkpoint_names_the_parameters(tmp_path):
   loop.run(tiny_config(num_train_steps=2), str(tmp_path))
-  with pytest.raises(ConfigError, match=r"does not fit this model: .*of another shape: params/head/kernel checkpoint \(32, 10\) vs model \(16, 10\)"):
+  with pytest.raises(ConfigError, match=r"does not fit this model: .*of another shape: params/head/kernel "
+                                        r"checkpoint \(32, 10\) vs model \(16, 10\)"):
     loop.run(tiny_config(num_train_steps=2, **{"model.width": 0.25}), str(tmp_path), allow_config_change=True)
 
 

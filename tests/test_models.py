@@ -168,7 +168,8 @@ def test_batch_norm_statistics_change_in_training_only():
 
 
 def test_residual_false_and_norm_none_remove_skips_and_norms():
-  flat = lambda t: {"/".join(str(getattr(k, "key", k)) for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(t)}
+  flat = lambda t: {"/".join(str(getattr(k, "key", k)) for k in path)
+                    for path, _ in jax.tree_util.tree_leaves_with_path(t)}
   res = flat(abstract_vars("resnet18", 64)["params"])
   plain = flat(abstract_vars("resnet18", 64, residual=False)["params"])
   assert any("stage2_block1/Conv_2" in k for k in res)          # the projection shortcut (option B)
@@ -180,7 +181,8 @@ def test_residual_false_and_norm_none_remove_skips_and_norms():
   assert any(k.endswith("Conv_0/bias") for k in names)            # conv bias appears without a norm
   assert not any(k.endswith("Conv_0/bias") for k in res)
   # A plain net has exactly the residual net's parameters minus the projections.
-  diff = n_params(abstract_vars("resnet18", 64)["params"]) - n_params(abstract_vars("resnet18", 64, residual=False)["params"])
+  diff = (n_params(abstract_vars("resnet18", 64)["params"]) -
+          n_params(abstract_vars("resnet18", 64, residual=False)["params"]))
   assert diff == sum((c_in * c_out + 2 * c_out) for c_in, c_out in [(64, 128), (128, 256), (256, 512)])
 
 

@@ -1,4 +1,5 @@
-"""Pooling against numpy float64 loops and hand-computed PyTorch-semantics cases (torch: test_pool_torch.py); LRN against numpy float64;
+"""Pooling against numpy float64 loops and hand-computed PyTorch-semantics cases (torch: test_pool_torch.py); LRN
+against numpy float64;
 the Linen Conv as a drop-in for flax.linen.Conv."""
 import flax.linen as nn
 import jax

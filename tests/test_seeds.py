@@ -57,7 +57,8 @@ def _run(path, seed, ema_decay, top1s, ema_top1=None):
   es = []
   for i, t in enumerate(top1s):
     es += [{"step": 10 * (i + 1), "epoch": i + 1.0, "split": "train", "loss": 1.0 / (i + 1), "error": 0.5 / (i + 1),
-            "wall_s": 60.0 * (i + 1)}, {"step": 10 * (i + 1), "epoch": i + 1.0, "split": "eval", "top1": t, "top5": 1.0}]
+            "wall_s": 60.0 * (i + 1)},
+           {"step": 10 * (i + 1), "epoch": i + 1.0, "split": "eval", "top1": t, "top5": 1.0}]
   if ema_top1 is not None:
     es.append({"step": 10 * len(top1s), "epoch": float(len(top1s)), "split": "eval_ema", "top1": ema_top1})
   (path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in es))

@@ -184,7 +184,9 @@ def test_pretrained_init(tmp_path):
   for row in e[[1, 3]]:   # <unk> and emu (no vector): U[-0.25, 0.25] from the key
     assert np.all(np.abs(row) <= 0.25) and np.all(row != 0)
   assert not np.array_equal(e[1], np.asarray(init(jax.random.PRNGKey(1), (5, 3)))[1])
-  with pytest.raises(ConfigError, match=re.escape(f"word vectors {f} have dimension 3 for a vocabulary of 5; the model wants (5, 300) (config.model.embed_dim=300)")):
+  want = (f"word vectors {f} have dimension 3 for a vocabulary of 5; the model wants (5, 300) "
+          "(config.model.embed_dim=300)")
+  with pytest.raises(ConfigError, match=re.escape(want)):
     init(jax.random.PRNGKey(0), (5, 300))
 
 

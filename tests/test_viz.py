@@ -173,7 +173,7 @@ def test_load_workdir_reproduces_the_training_loops_evaluation(tmp_path, make_co
   images, labels = viz.eval_images(config, info)
   logits = model.apply(variables, images, train=False)
   top1 = float(np.mean(np.argmax(logits, -1) == labels))
-  logged = [json.loads(l) for l in open(os.path.join(tmp_path, "metrics.jsonl"))]
+  logged = [json.loads(line) for line in open(os.path.join(tmp_path, "metrics.jsonl"))]
   want = [e["top1"] for e in logged if e["split"] == "eval"][-1]
   assert len(labels) == 355
   assert top1 == pytest.approx(want, abs=1e-6)

@@ -4,7 +4,8 @@
 All data sets, embedded, synthetic, IDX files (mnist, fashion_mnist), image folders or TFDS, come through
 `get_source(dataset_config, split)`, which returns the source and its `DatasetInfo`. Names are looked up in
 `DATASETS` (exact names such as 'digits', 'synthetic', 'folder', 'cifar10', or a TFDS family with its config,
-such as 'imagenette/320px-v2'); an unknown name lists the known ones. Every source is wrapped in `CheckedSource`, which decodes encoded images and rejects bad examples with an
+such as 'imagenette/320px-v2'); an unknown name lists the known ones. Every source is wrapped in `CheckedSource`, which
+decodes encoded images and rejects bad examples with an
 error naming the data set, the split and the example's index.
 
 TFDS data sets are read with `tfds.data_source` from prepared ArrayRecord files, never downloaded: a data set

@@ -370,7 +370,8 @@ def _pretrained(path: str, vocab: Vocab) -> Tuple[np.ndarray, np.ndarray]:
 
 def pretrained_init(path: str, vocab: Vocab):
   """An embedding initializer: the vectors of `path` for the words that have one (the word itself, else its
-  lower-case form), U[-0.25, 0.25] from the init key for the others (Kim 2014, Sec. 3.2), row PAD zero. Shape (len(vocab), model.embed_dim)."""
+  lower-case form), U[-0.25, 0.25] from the init key for the others (Kim 2014, Sec. 3.2), row PAD zero. Shape
+  (len(vocab), model.embed_dim)."""
   import jax
   import jax.numpy as jnp
 

@@ -58,5 +58,6 @@ def conv_fft(spec: ConvSpec, x, w):
   yf = grouped_einsum(spec_c, xf, f"n{sp}c", wf, f"{sp}co", f"n{sp}o")
   y = ifftn(yf, s=size, axes=x_axes)
   start = [0] + [k - 1 for k in kd] + [0]
-  limit = [y.shape[0]] + [k - 1 + (o - 1) * s + 1 for k, o, s in zip(kd, spec.out_spatial, spec.strides)] + [y.shape[-1]]
+  ends = [k - 1 + (o - 1) * s + 1 for k, o, s in zip(kd, spec.out_spatial, spec.strides)]
+  limit = [y.shape[0]] + ends + [y.shape[-1]]
   return lax.slice(y, start, limit, (1,) + spec.strides + (1,)).astype(spec.compute_dtype)

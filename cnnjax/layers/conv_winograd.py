@@ -19,7 +19,8 @@ transform is applied one spatial axis at a time as fixed linear combinations of 
 entries of B^T and A^T), which XLA fuses into a few memory-bound loops; the alpha^n matrix products are one
 batched dot_general. The VJP is hand-written: the input gradient of a 3x3 stride-1 convolution is another one
 (flipped kernel, in/out features swapped, padding 2 - p), computed with the same transforms; the kernel gradient
-is a sum over tiles of products in the Winograd domain, G^T (sum V^T (A dY A^T)) G. Only for kernels of size 3 in every spatial dim, stride 1, no input or kernel dilation
+is a sum over tiles of products in the Winograd domain, G^T (sum V^T (A dY A^T)) G. Only for kernels of size 3 in every
+spatial dim, stride 1, no input or kernel dilation
 (padding, groups and dimension_numbers are free); anything else raises ValueError here, while the
 `Conv` module runs such layers with lax instead (impl_plan.resolve_impl).
 

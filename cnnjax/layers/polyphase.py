@@ -24,7 +24,8 @@ def _conv(x, w, strides, padding):
 
 def polyphase_input_grad(dy, w, input_shape, strides, padding):
   """d(conv(x, w, strides, padding)) / dx applied to dy, for NHWC x, HWIO w (any number of spatial axes),
-  explicit padding ((lo, hi), ...) (e.g. `_conv_spec.make_spec(...).padding`), no dilation, no groups; equal to `jax.vjp` of the convolution."""
+  explicit padding ((lo, hi), ...) (e.g. `_conv_spec.make_spec(...).padding`), no dilation, no groups; equal to
+  `jax.vjp` of the convolution."""
   nd = len(strides)
   spatial = input_shape[1:-1]
   padded = [n + lo + hi for n, (lo, hi) in zip(spatial, padding)]

@@ -78,7 +78,8 @@ class LeNet5(nn.Module):
   def __call__(self, x, *, train: bool):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     act = nn.relu if self.modern else scaled_tanh
-    pool = (lambda y, name: MaxPool(2, name=name)(y)) if self.modern else (lambda y, name: Subsample(self.param_dtype, name=name)(y))
+    pool = ((lambda y, name: MaxPool(2, name=name)(y)) if self.modern else
+            (lambda y, name: Subsample(self.param_dtype, name=name)(y)))
     x = x.astype(self.dtype)
     x = act(Conv(6, (5, 5), padding="VALID", impl=self.conv_impl, name="C1", **kw)(x))
     x = act(pool(x, "S2"))

@@ -1,6 +1,7 @@
 """Models found by name: `create(name, num_classes=..., **options)` and `names()`.
 
-Each family module (resnet.py, vgg.py, ...) registers its names when `cnnjax.models` is imported. A registry entry is a Linen module class plus the preset field values its name implies (`resnet50` is `ResNet`
+Each family module (resnet.py, vgg.py, ...) registers its names when `cnnjax.models` is imported. A registry entry is a
+Linen module class plus the preset field values its name implies (`resnet50` is `ResNet`
 with bottleneck blocks and stage sizes 3-4-6-3). Options are the module's dataclass fields; given options
 override the preset. An unknown name or option fails with the list of valid ones.
 """

@@ -9,7 +9,8 @@ of n blocks with 16/32/64 filters on 32x32/16x16/8x8 maps, global average poolin
 Ablation switches: `residual=False` gives the paper's plain nets (no shortcut at all, so no projection
 parameters), `norm` in ('batch', 'group', 'layer', 'none') with a conv bias when there is no norm, `shortcut`
 'A' (identity, zero-padded channels, strided subsampling), 'B' (projection only where shapes change) or 'C'
-(projection everywhere), `zero_init_residual` (last norm scale of each block starts at 0, Goyal et al. 2017; without a norm, the last
+(projection everywhere), `zero_init_residual` (last norm scale of each block starts at 0, Goyal et al. 2017; without a
+norm, the last
 convolution's kernel; no effect on plain nets),
 `width` (multiplies every stage's filter count).
 """

@@ -5,7 +5,8 @@ GPU host and on every process of a multi-host TPU slice (batches are global jax.
 axis; only process 0 writes to the workdir, which may be a bucket URL). `setup` builds one `Run` (lock, data,
 model, state restored or initialised, compiled steps, writers); `run` is the loop; the periodic actions
 (`TrainLog`, `evaluate`, checkpointing, preemption) are small pieces of their own. Faults it handles
-(docs/guide/faults.md): kills, SIGTERM/SIGINT, non-finite steps, damaged checkpoints, a second launch on the same workdir,
+(docs/guide/faults.md): kills, SIGTERM/SIGINT, non-finite steps, damaged checkpoints, a second launch on the same
+workdir,
 a config changed under a workdir.
 """
 import dataclasses
