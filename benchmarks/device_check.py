@@ -188,10 +188,10 @@ def input_pipeline(dry: bool, state: dict) -> str:
 
 def default_run(dry: bool) -> str:
   """The README's first command, short, in a subprocess (as a user runs it)."""
-  from tests import _runner
+  from tests import helpers
   with tempfile.TemporaryDirectory() as tmp:
     work = os.path.join(tmp, "resnet")
-    over = (_runner.TINY + ["--config.num_train_steps=4", "--config.log_every_steps=2"] if dry else
+    over = (helpers.TINY + ["--config.num_train_steps=4", "--config.log_every_steps=2"] if dry else
             ["--config.num_epochs=2", "--config.progress_bar=False"])
     cmd = [sys.executable, "-m", "experiments.main", "--config", "configs/resnet.py", "--workdir", work, *over]
     t = time.perf_counter()

@@ -93,6 +93,7 @@ def test_init_and_probe_from_the_moving_average(tmp_path, ema_run):
   jax.tree.map(np.testing.assert_array_equal, b["ema"]["params"], b["params"])  # the fitted head included
 
 
+@pytest.mark.slow
 def test_init_ema_from_a_run_without_it_names_the_field(tmp_path):
   loop.run(tiny_config(num_train_steps=1, checkpoint_every_steps=1), str(tmp_path / "plain"))
   c = tiny_config(num_train_steps=1, **{"init.checkpoint": str(tmp_path / "plain"), "init.ema": True})

@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+from cnnjax import config as config_lib
 from cnnjax import data, models
 from cnnjax.errors import ConfigError
 from cnnjax.train import optim, state as state_lib, steps
@@ -135,7 +136,7 @@ def test_parameter_count_of_the_papers_mr_network():
   for variant, extra in [("rand", 0), ("multichannel", embedding)]:
     c = kim_cnn.get_config("mr")
     c.model.variant = variant
-    opts = {k: v for k, v in c.model.items() if k != "name"}
+    opts = config_lib.model_options(c, dtype=False)
     if variant != "rand":
       opts["embedding_init"] = jax.nn.initializers.zeros
     model = models.create("kim_cnn", num_classes=2, vocab_size=18766, **opts)
@@ -245,6 +246,7 @@ def _toy_sst(tmp_path, **fields):
   return c
 
 
+@pytest.mark.slow
 def test_end_to_end_tiny_separable_text(tmp_path):
   """Through the training loop: every held-out test sentence of a separable toy task is right."""
   from cnnjax.train import loop
@@ -313,6 +315,7 @@ def test_every_preset_validates_and_builds_on_its_files(tmp_path, preset):
   assert out.shape == (1, spec.num_classes) and info.input_shape == (4,)
 
 
+@pytest.mark.slow
 def test_model_selection_on_dev_reports_the_eval_at_the_best_dev_step(tmp_path):
   """early_stopping.split='dev' (the :sst2 preset): dev is evaluated at every eval, and final_metrics.json's
   'selected' holds the eval metrics at the step of the best dev top-1, the later one on ties (Kim's >=)."""

@@ -23,6 +23,7 @@ def _final_params(workdir, config):
   return step, jax.tree.map(np.asarray, restored["state"])
 
 
+@pytest.mark.slow
 def test_few_steps_write_their_outputs(tmp_path):
   """Entries at the log and eval steps; the logged learning rate is the cosine schedule's at the update each
   entry's last step applied (step - 1 updates before it), worked out here from the formula; every test example
@@ -117,6 +118,7 @@ def test_stop_and_resume_equals_straight_run(tmp_path):
   np.testing.assert_array_equal([e["loss"] for e in mb], [e["loss"] for e in ma])
 
 
+@pytest.mark.slow
 def test_rerun_of_finished_run_does_nothing_more(tmp_path):
   c = tiny_config(num_train_steps=3)
   loop.run(c, str(tmp_path))

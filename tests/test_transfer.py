@@ -48,6 +48,7 @@ def test_init_that_does_not_fit_lists_the_leaves(tmp_path, source_run):
     loop.run(c, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_resume_does_not_apply_the_init_again(tmp_path, source_run):
   c = tiny_config(num_train_steps=4, checkpoint_every_steps=2, **{"init.checkpoint": source_run[0]})
   a = assert_resume_is_exact(c, tmp_path, stop_after=2)  # a re-applied init would reset the resumed run
@@ -203,7 +204,7 @@ def test_a_converted_init_normalises_grey_digits_as_its_weights_expect(tmp_path)
   source, info = data.get_source(c.dataset, "test")
   info3, applied = transfer.pretrained_preprocessing(c, info)
   assert info3.image_shape == (8, 8, 3) and applied["grey_to_rgb"] and applied["mean"] == pytest.approx(MEAN)
-  batch = next(iter(data.eval_dataset(c, source, info3)))
+  batch = data.on_device(c, info3)(next(iter(data.eval_dataset(c, source, info3))))  # as inside the steps
   grey = np.stack([source[i]["image"] for i in range(len(batch["image"]))]).astype(np.float64) / 255
   want = (np.repeat(grey, 3, axis=-1) - np.array(MEAN)) / np.array(STD)
   np.testing.assert_allclose(batch["image"], want, rtol=1e-6, atol=1e-6)
