@@ -290,7 +290,7 @@ class Lock:
     self._thread.start()
 
   def _beat(self) -> None:
-    self.path.write_text(json.dumps({**self.info, "heartbeat": time.time()}))
+    write_json(self.path, {**self.info, "heartbeat": time.time()})  # replaced whole: never read half-written
 
   def _heartbeat(self) -> None:
     while not self._stop.wait(self.heartbeat_s):
