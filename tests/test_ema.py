@@ -64,7 +64,8 @@ def test_ema_eval_is_the_average_weights_evaluated_and_mode_eval_reads_it(ema_ru
   raw = state_lib.TrainState(step=jnp.int32(0), params=s["ema"]["params"], batch_stats=s["ema"]["batch_stats"],
                              opt_state=(), rng=jax.random.PRNGKey(0))  # the average as a state's raw weights
   eval_step = jax.jit(steps.make_eval_step(model))
-  sums = [jax.device_get(eval_step(raw, b)) for b in data.eval_dataset(c, src, info)]
+  prep = data.on_device(c, info)  # the uint8 images normalised, as inside the loop's eval step
+  sums = [jax.device_get(eval_step(raw, prep(b))) for b in data.eval_dataset(c, src, info)]
   want = metrics.summarize(sums)
   assert final["eval_ema"]["top1"] == pytest.approx(want["top1"], abs=1e-9)
   assert final["eval_ema"]["loss"] == pytest.approx(want["loss"], rel=1e-5)
