@@ -10,6 +10,7 @@ workdir,
 a config changed under a workdir.
 """
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -281,6 +282,15 @@ def _data(config, workdir, pk, restart: bool):
   return train_src, data.eval_dataset(config, eval_src, info, **pk), dev_ds, info, vocab, prep
 
 
+def _fed(step, prep):
+  """`step` with its batch passed through `prep` first (uint8 images normalised on the device), under the step's
+  own name, which JAX's compile logs, the compilation cache and the profiler show."""
+  @functools.wraps(step)
+  def fed(state, batch):
+    return step(state, prep(batch))
+  return fed
+
+
 def setup(config, workdir, *, restart: bool = False, allow_config_change: bool = False) -> Run:
   """Validates the config, locks the workdir and builds data, model, state and steps (see `Run`)."""
   parallel.initialize(config)
@@ -338,12 +348,12 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
                                    aux_loss_weight=config.aux_loss_weight, grad_accum_steps=config.grad_accum_steps,
                                    frozen=config.frozen, **steps_options(config))
   prep = data.on_device(config, info)  # uint8 images normalised inside the step
-  train_step = jax.jit(lambda s, b: train_fn(s, prep(b)), in_shardings=(state_sharding, batch_sharding),
+  train_step = jax.jit(_fed(train_fn, prep), in_shardings=(state_sharding, batch_sharding),
                        out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
 
   def eval_jit(ema):
     eval_fn = steps.make_eval_step(model, ema)
-    return jax.jit(lambda s, b: eval_fn(s, prep(b)), in_shardings=(state_sharding, batch_sharding),
+    return jax.jit(_fed(eval_fn, prep), in_shardings=(state_sharding, batch_sharding),
                    out_shardings=parallel.replicated(mesh))
   eval_step, eval_ema_step = eval_jit(False), (eval_jit(True) if config.ema.decay > 0 else None)
   return Run(config=config, workdir=workdir, is_chief=is_chief, lock=lock, steps_per_epoch=steps_per_epoch,
@@ -574,7 +584,7 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None, split: O
     raise ConfigError(f"no checkpoint to evaluate in {workdir / workdir_lib.CHECKPOINTS}")
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
   eval_fn, prep = steps.make_eval_step(model, ema), data.on_device(config, info)
-  eval_step = jax.jit(lambda s, b: eval_fn(s, prep(b)), in_shardings=(sharding, parallel.batch_sharded(mesh)),
+  eval_step = jax.jit(_fed(eval_fn, prep), in_shardings=(sharding, parallel.batch_sharded(mesh)),
                       out_shardings=parallel.replicated(mesh))
   ev = evaluate(eval_step, state, data.eval_dataset(config, eval_src, info, **pk), parallel.batch_sharded(mesh))
   if jax.process_index() == 0:
