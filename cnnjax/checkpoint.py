@@ -93,9 +93,7 @@ def seal(step_dir) -> None:
   """Records the size and CRC-32 of every file of a finalised step in `<step>/files.json`."""
   step_dir = epath.Path(step_dir)
   files = {str(f.relative_to(step_dir)): [f.stat().length, _crc32(f)] for f in _files(step_dir) if f.name != SEAL}
-  tmp = step_dir / f"{SEAL}.tmp"
-  tmp.write_text(json.dumps(files, sort_keys=True))
-  tmp.replace(step_dir / SEAL)
+  workdir_lib.write_json(step_dir / SEAL, files)
 
 
 def _sealed_damage(step_dir, record) -> Optional[str]:

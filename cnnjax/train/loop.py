@@ -6,8 +6,7 @@ axis; only process 0 writes to the workdir, which may be a bucket URL). `setup` 
 model, state restored or initialised, compiled steps, writers); `run` is the loop; the periodic actions
 (`TrainLog`, `evaluate`, checkpointing, preemption) are small pieces of their own. Faults it handles
 (docs/guide/faults.md): kills, SIGTERM/SIGINT, non-finite steps, damaged checkpoints, a second launch on the same
-workdir,
-a config changed under a workdir.
+workdir, a config changed under a workdir.
 """
 import dataclasses
 import functools
@@ -377,7 +376,7 @@ class TrainLog:
     self.r, self.bar = r, progress_bar
     self.pending: List[Any] = []
     self.consecutive_bad = 0
-    self.examples, self.since, self.waited = 0, time.perf_counter(), 0.0
+    self.reset_clock()
     self.high_waits = 0   # log intervals in a row with input_wait > INPUT_WAIT_WARN
     self.last: Dict[str, float] = {}
     kept = [e for e in workdir_lib.read_jsonl(r.writer.path) if e["split"] == "train" and "wall_s" in e]
