@@ -320,3 +320,10 @@ def _parse(raw: bytes) -> Optional[dict]:
     return json.loads(raw.decode()) if raw.strip() else None
   except (json.JSONDecodeError, UnicodeDecodeError):
     return None
+
+
+def field_label(key: str, keys) -> str:
+  """A config field's last component ('alpha'), or its full path where another of `keys` ends the same way
+  ('mixup.alpha', 'cutmix.alpha'): the one rule for sweep run names and plot labels."""
+  last = key.split(".")[-1]
+  return last if sum(k.split(".")[-1] == last for k in keys) == 1 else key

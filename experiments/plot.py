@@ -50,15 +50,8 @@ def labels(workdirs):
   varying = [k for k in keys if k != "sweep" and len({json.dumps(c.get(k), sort_keys=True) for c in cfgs.values()}) > 1]
   if not varying:
     return {w: w.name for w in workdirs}, {}
-  return ({w: ", ".join(f"{_short(k, varying)}={cfgs[w].get(k)}" for k in varying) for w in workdirs},
+  return ({w: ", ".join(f"{workdir_lib.field_label(k, varying)}={cfgs[w].get(k)}" for k in varying) for w in workdirs},
           {w: {k: cfgs[w].get(k) for k in varying} for w in workdirs})
-
-
-def _short(key: str, keys) -> str:
-  """A field's last component ('alpha'), or its full path where another varying field ends the same way
-  ('mixup.alpha', 'cutmix.alpha')."""
-  last = key.split(".")[-1]
-  return last if sum(k.split(".")[-1] == last for k in keys) == 1 else key
 
 
 def groups(workdirs, field: str = "seed"):
@@ -68,7 +61,7 @@ def groups(workdirs, field: str = "seed"):
   out = {}
   for w in workdirs:
     rest = {k: v for k, v in fields.get(w, {}).items() if k != field}
-    key = ", ".join(f"{_short(k, list(rest))}={v}" for k, v in rest.items()) or "all"
+    key = ", ".join(f"{workdir_lib.field_label(k, list(rest))}={v}" for k, v in rest.items()) or "all"
     out.setdefault(key, []).append(w)
   return out
 

@@ -46,7 +46,7 @@ def grid(sweep):
   runs = []
   for combo in itertools.product(*axes):
     settings = {k: v for d in combo for k, v in d.items()}
-    name = ",".join(f"{k.split('.')[-1]}={str(v).replace('/', '-')}" for k, v in settings.items())
+    name = ",".join(f"{workdir_lib.field_label(k, settings)}={str(v).replace('/', '-')}" for k, v in settings.items())
     runs.append((name, settings))
   return runs
 

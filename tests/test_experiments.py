@@ -18,6 +18,9 @@ def test_grid_hand_worked():
   # a value with a slash (a data set name) stays one directory level; the setting keeps the slash
   (name, settings), = sweep.grid((("dataset.name", ("sentences/mr",)),))
   assert name == "name=sentences-mr" and settings == {"dataset.name": "sentences/mr"}
+  # two fields ending alike keep their full paths, so that the names say which is which
+  names = [n for n, _ in sweep.grid(((("mixup.alpha", "cutmix.alpha"), ((0.2, 0.0), (0.0, 0.2))),))]
+  assert names == ["mixup.alpha=0.2,cutmix.alpha=0.0", "mixup.alpha=0.0,cutmix.alpha=0.2"]
 
 
 def _sweep(workdir, *args):
