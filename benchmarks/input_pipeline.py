@@ -81,18 +81,13 @@ def pipeline_rate(config, batches: int) -> float:
 def step_rate(config, batch: int, steps_n: int, repeats: int = 1):
   """Examples/s of `config`'s jitted train step (its model, optimizer and dtype, uint8 images normalised in the
   step as in training) at batch `batch` on the current backend, after compiling; one rate per repeat."""
-  import jax
+  import jax  # here, not at the top: the pipeline-only measurements never load JAX's backends
   import jax.numpy as jnp
-  from cnnjax import models
-  from cnnjax import config as config_lib
-  from cnnjax.train import optim, state as state_lib, steps
+  from cnnjax import build
   size, classes = config.dataset.image_size, 1000
   info = data.DatasetInfo("bench", classes, (size, size, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), ("train",))
-  model = models.create(config.model.name, num_classes=classes, **config_lib.model_options(config))
-  tx, schedule = optim.build(config, 1000, 90_000)
-  state = jax.jit(lambda k: state_lib.create(k, model, tx, (size, size, 3)))(jax.random.PRNGKey(0))
-  fn, prep = steps.make_train_step(model, tx, schedule), data.on_device(config, info)
-  step = jax.jit(lambda s, b: fn(s, prep(b)), donate_argnums=0)
+  exp = build.experiment(config, info, 1000, 90_000)
+  state, step = exp.init(0), exp.train_step()
   rng = np.random.default_rng(0)
   batch_ = {"image": jnp.asarray(rng.integers(0, 256, (batch, size, size, 3), np.uint8)),
             "label": jnp.asarray(rng.integers(0, classes, batch).astype(np.int32))}

@@ -23,7 +23,8 @@ import numpy as np
 from cnnjax import models
 from cnnjax import layers
 from cnnjax.layers import autotune
-from cnnjax.train import optim, state as state_lib, steps
+from cnnjax import build
+from cnnjax import data as data_lib
 from configs import default
 
 MODELS = {  # name: (registry name, options, image size, batch, classes)
@@ -43,8 +44,12 @@ def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, bat
   size, batch = size or size0, batch or batch0
   c = default.get_config()
   c.learning_rate, c.weight_decay, c.lr_schedule = 0.1, 5e-4, "constant"
-  impl = conv_impl or c.model.conv_impl
-  model = models.create(reg, num_classes=classes, conv_impl=impl, dtype=jnp.dtype(dtype), **opts)
+  c.model.name, c.model.conv_impl, c.dtype = reg, conv_impl or c.model.conv_impl, dtype
+  c.model.update(opts)
+  c.dataset.image_size, c.dataset.normalize_on_device = size, False   # float images, fed as they are
+  info = data_lib.DatasetInfo("bench", classes, (size, size, 3), (0.0,) * 3, (1.0,) * 3, ("train",))
+  exp = build.experiment(c, info, 100, 100)
+  impl, model = c.model.conv_impl, exp.model
   tune_s = 0.0
   if impl == "auto":
     autotune.configure("measure", autotune_dir)
@@ -53,12 +58,11 @@ def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, bat
     t = time.perf_counter()
     autotune.decide(specs)
     tune_s = time.perf_counter() - t
-  tx, sched = optim.build(c, 100, 100)
-  state = state_lib.create(jax.random.PRNGKey(0), model, tx, (size, size, 3))
+  state = exp.create(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   data = {"image": jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32),
           "label": jnp.asarray(rng.integers(0, classes, batch), jnp.int32)}
-  fn = jax.jit(steps.make_train_step(model, tx, sched), donate_argnums=0)
+  fn = exp.train_step()
   t = time.perf_counter()
   with layers.record_conv_impls() as plan:
     fn = fn.lower(state, data).compile()

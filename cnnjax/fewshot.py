@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax import viz
+from cnnjax import build, viz
 
 METRICS = ("euclidean", "cosine")
 
@@ -223,12 +223,12 @@ def embed(workdir_or_variables, layers, images, *, model=None, batch_size: int =
   giving {path: features}) for preprocessed images: feature maps (n, H, W, C) are globally average-pooled to
   (n, C); a vector output (a dense layer's) is kept as it is.
 
-  `workdir_or_variables`: a training workdir (model and variables rebuilt by cnnjax.viz.load_workdir) or a
+  `workdir_or_variables`: a training workdir (model and variables rebuilt by cnnjax.build.load_workdir) or a
   variables dict, in which case `model` is required.
   """
   import re
   if isinstance(workdir_or_variables, str):
-    model, variables, _, _ = viz.load_workdir(workdir_or_variables)
+    model, variables, _, _ = build.load_workdir(workdir_or_variables)
   elif model is None:
     raise ValueError("embed(variables, ...) needs model=; or pass a workdir")
   else:

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 from absl import flags
 
-from cnnjax import cli, data, models
+from cnnjax import build, cli, models
 from cnnjax import config as config_lib
 from cnnjax.errors import ConfigError
 from cnnjax.layers import BatchNorm
@@ -118,16 +118,14 @@ def _run(a, args):
   try:
     if a.config:
       c = config_lib.load_file(a.config)
-      info = data.get_info(c.dataset)
-      name, opts = c.model.name, config_lib.model_options(c)
-      shape, classes = (c.dataset.image_size, c.dataset.image_size, info.image_shape[-1]), info.num_classes
+      info = build.data_info(c)
+      name, model, shape = c.model.name, build.model(c, info), build.input_shape(c, info)
     elif a.model and a.input_shape:
-      name, classes = a.model, a.num_classes
-      shape = tuple(int(v) for v in a.input_shape.split(","))
+      name, shape = a.model, tuple(int(v) for v in a.input_shape.split(","))
       opts = {k: ast.literal_eval(v) for k, v in (o.split("=", 1) for o in a.option)}
+      model = models.create(name, num_classes=a.num_classes, **opts)
     else:
       sys.exit("error: give --config, or --model and --input_shape")
-    model = models.create(name, num_classes=classes, **opts)
     rows, total = layer_table(model, shape)
   except (ConfigError, ValueError, TypeError) as e:
     sys.exit(f"error: {e}")

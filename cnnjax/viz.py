@@ -4,7 +4,6 @@ Every figure is drawn from an array that a function here returns, so the tests c
 
   filter2d / apply_kernels   the course's hand-made kernels (KERNELS) applied with the project's convolution
   maxpool_routing            where a max-pool sends its gradient (only to each window's maximum)
-  load_workdir               (model, variables, config, info) rebuilt from a workdir's config.json + checkpoint
   conv_paths, first_conv_kernel   the convolutions in call order; the first one's kernel (H, W, I, O)
   feature_maps               outputs of chosen modules for a batch, through flax's `capture_intermediates`
   dead_maps                  per layer, the channels that are zero everywhere over a batch
@@ -23,13 +22,11 @@ from typing import Dict, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import traverse_util
 from jax import lax
 
-from cnnjax import checkpoint, data, layers, models
-from cnnjax import config as config_lib
+from cnnjax import build, data, layers
 from cnnjax import workdir as workdir_lib
 from cnnjax.data.pipeline import preprocess
 
@@ -94,22 +91,6 @@ def maxpool_routing(x, size: int = 2, stride: int = 2):
 
 
 # --- trained workdirs ------------------------------------------------------------------------------------------
-def load_workdir(workdir: str, step: Optional[int] = None):
-  """(model, variables, config, info) of a workdir: the model rebuilt from config.json as training built it,
-  the variables ('params', and 'batch_stats' when present) from its newest (or `step`'s) checkpoint."""
-  saved = workdir_lib.read_json(workdir_lib.path(workdir) / workdir_lib.CONFIG)
-  if saved is None:
-    raise FileNotFoundError(f"{workdir} has no config.json: not a training workdir")
-  config = ml_collections.ConfigDict(saved)
-  info = data.get_info(config.dataset)
-  model = models.create(config.model.name, num_classes=info.num_classes, **config_lib.model_options(config))
-  state, _ = checkpoint.load_numpy(workdir, step)
-  variables = {"params": state["params"]}
-  if state.get("batch_stats"):
-    variables["batch_stats"] = state["batch_stats"]
-  return model, variables, config, info
-
-
 def eval_images(config, info, split: Optional[str] = None, limit: Optional[int] = None):
   """(images, labels) of `split` (default the eval split) preprocessed as evaluation does (float32 NHWC),
   keeping `config.dataset.classes` if set; the first `limit` examples."""
@@ -295,7 +276,7 @@ def plot_filters(kernel, out_png: str, title: str) -> str:
 
 def plot_workdir_filters(workdir: str, out_png: str) -> str:
   """filters.png for a training workdir: its first convolution's filters at the newest checkpoint."""
-  model, variables, config, info = load_workdir(workdir)
+  model, variables, config, info = build.load_workdir(workdir)
   shape = (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
   kernel = first_conv_kernel(model, variables["params"], shape)
   return plot_filters(kernel, out_png, f"first convolution's filters {kernel.shape} (HWIO), {config.model.name} "

@@ -23,7 +23,7 @@ import os
 import numpy as np
 from absl import flags
 
-from cnnjax import cli, fewshot, viz
+from cnnjax import build, cli, fewshot, viz
 
 METHODS = ("1-NN", "k-NN", "nearest centroid", "logistic probe", "FRiS-Stolp")
 ABSTAIN_AT = 0.2
@@ -103,7 +103,7 @@ def run(a, args):
     raise SystemExit(f"error: unexpected arguments {args}")
   layers = a.layers.split(",")
   shots = [int(s) for s in a.shots.split(",")]
-  model, variables, config, info = viz.load_workdir(a.workdir)
+  model, variables, config, info = build.load_workdir(a.workdir)
   base = tuple(config.dataset.get("classes") or ())
   if not base:
     raise SystemExit(f"error: {a.workdir} was trained on every class (config.dataset.classes is empty); "

@@ -14,7 +14,7 @@ import os
 import numpy as np
 from absl import flags
 
-from cnnjax import cli, viz
+from cnnjax import build, cli, viz
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -43,7 +43,7 @@ def kernel_figures(out: str, impl: str):
 
 
 def workdir_figures(workdir: str, out: str, layers: str, index: int, batch: int):
-  model, variables, config, info = viz.load_workdir(workdir)
+  model, variables, config, info = build.load_workdir(workdir)
   images, labels = viz.eval_images(config, info, limit=max(batch, index + 1))
   name = f"{config.model.name} on {config.dataset.name}, {os.path.basename(os.path.normpath(workdir))}"
   pngs = [viz.plot_workdir_filters(workdir, os.path.join(out, "filters.png"))]

@@ -492,3 +492,23 @@ def test_unusable_workdir_is_a_config_error_naming_it_and_the_fix(tmp_path, case
   with pytest.raises(ConfigError, match=eval_message):  # evaluation-only runs check it too, creating nothing
     loop.evaluate_checkpoint(tiny_config(), str(workdir))
   assert (tmp_path / "a_file").read_text() == "x"
+
+
+OLD_WORKDIR = os.path.join(helpers.ROOT, "tests", "data", "workdir_c930307")
+
+
+def test_a_workdir_written_by_an_earlier_version_resumes(finished_run, copy_run):
+  """A workdir stopped at step 3 by an earlier version (tests/data/README.md) resumes under today's code: it keeps
+  its first three steps' records and ends where a straight run of today's code ends (within float noise: the
+  stored steps may have run on another CPU; a lost optimizer state or a restart from step 0 is far outside it)."""
+  c, straight = finished_run
+  old = copy_run(OLD_WORKDIR)
+  records = lambda w: [e for e in read_jsonl(os.path.join(w, "metrics.jsonl")) if e["step"] <= 3]
+  before = records(old)
+  loop.run(c, str(old))
+  sa, step_a = checkpoint.load_numpy(str(straight))
+  sb, step_b = checkpoint.load_numpy(str(old))
+  assert step_a == step_b == 6
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5), sa, sb)
+  assert [s for s, _ in helpers.train_entries(old)] == [s for s, _ in helpers.train_entries(straight)]
+  assert records(old) == before   # kept as written (wall times included): steps 1-3 did not run again

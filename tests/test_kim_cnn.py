@@ -297,6 +297,32 @@ def test_restarted_text_run_builds_its_vocabulary_from_its_own_data(tmp_path):
   assert old_vocab["words"] != want
 
 
+def test_a_text_workdir_is_rebuilt_with_the_vocabulary_it_was_trained_with(tmp_path):
+  """build.load_workdir on a finished text run whose data files changed since: the model has one embedding row
+  per word of the run's vocab.json (not of today's files), and its logits on the test split, tokenised with that
+  vocabulary, give the test top-1 the run reported."""
+  import json
+  from cnnjax import build
+  from cnnjax.data import text
+  from cnnjax.train import loop
+  data_dir = tmp_path / "data"
+  data_dir.mkdir()
+  c = _toy_sst(data_dir, num_train_steps=4, checkpoint_every_steps=4, eval_every_steps=4, log_every_steps=4)
+  loop.run(c, str(tmp_path / "w"))
+  words = json.loads((tmp_path / "w" / "vocab.json").read_text())["words"]
+  source, _ = data.eval_source(c.dataset, vocab=text.load_vocab(tmp_path / "w"))
+  examples = [source[i] for i in range(len(source))]
+  (data_dir / "stsa.binary.train").write_text("".join(f"{i % 2} other words entirely {i}\n" for i in range(60)))
+  model, variables, config, info = build.load_workdir(str(tmp_path / "w"))
+  embeddings = [x for p, x in jax.tree_util.tree_leaves_with_path(variables["params"]) if x.ndim == 2
+                and x.shape[0] == len(words)]
+  assert embeddings and info.model_options["vocab_size"] == len(words)
+  logits = model.apply(variables, jnp.stack([e["tokens"] for e in examples]), train=False)
+  top1 = float(np.mean(np.argmax(logits, -1) == np.array([e["label"] for e in examples])))
+  final = json.loads((tmp_path / "w" / "final_metrics.json").read_text())
+  assert top1 == pytest.approx(final["eval"]["top1"], abs=1e-6)
+
+
 @pytest.mark.parametrize("preset", list(kim_cnn.PRESETS))
 def test_every_preset_validates_and_builds_on_its_files(tmp_path, preset):
   from cnnjax import config as config_lib

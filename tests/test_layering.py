@@ -12,7 +12,7 @@ LAYERS = [
     ("models and data", ("cnnjax.models", "cnnjax.data")),
     ("checkpoints and pretrained weights", ("cnnjax.checkpoint", "cnnjax.pretrained")),
     ("train", ("cnnjax.train",)),
-    ("run", ("cnnjax.defaults", "cnnjax.config", "cnnjax.train.loop", "cnnjax.run")),
+    ("run", ("cnnjax.defaults", "cnnjax.config", "cnnjax.build", "cnnjax.train.loop", "cnnjax.run")),
     ("analysis", ("cnnjax.viz", "cnnjax.fewshot", "cnnjax.summary", "cnnjax.analysis")),
 ]
 

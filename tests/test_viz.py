@@ -10,7 +10,7 @@ import pytest
 from jax import lax
 from scipy import ndimage, signal
 
-from cnnjax import models, viz
+from cnnjax import build, models, viz
 from cnnjax.models.common import make_norm
 from cnnjax.models.resnet import _Block
 
@@ -169,7 +169,7 @@ def test_load_workdir_reproduces_the_training_loops_evaluation(tmp_path, make_co
   """The rebuilt model, checkpoint variables and eval preprocessing give the top-1 the training loop logged."""
   from cnnjax.train import loop
   loop.run(make_config(num_train_steps=3), str(tmp_path))
-  model, variables, config, info = viz.load_workdir(str(tmp_path))
+  model, variables, config, info = build.load_workdir(str(tmp_path))
   images, labels = viz.eval_images(config, info)
   logits = model.apply(variables, images, train=False)
   top1 = float(np.mean(np.argmax(logits, -1) == labels))

@@ -9,7 +9,6 @@ model, state restored or initialised, compiled steps, writers); `run` is the loo
 workdir, a config changed under a workdir.
 """
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -22,13 +21,13 @@ from typing import Any, Callable, Dict, List, Optional
 import jax
 import numpy as np
 
-from cnnjax import checkpoint, data, layers, metrics, models, parallel
+from cnnjax import build, checkpoint, data, layers, metrics, models, parallel
 from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
 from cnnjax.layers import autotune
-from cnnjax.train import optim, probe, state as state_lib, steps, transfer
+from cnnjax.train import probe, state as state_lib, transfer
 
 log = logging.getLogger("cnnjax")
 
@@ -147,13 +146,6 @@ def conv_plan(model, input_shape, config, info) -> Dict[str, Any]:
   return layers.conv_impls_record(plan)
 
 
-def steps_options(config) -> Dict[str, Any]:
-  """The train step's mixing and moving-average options from the config (steps.make_train_step)."""
-  return dict(mixup_alpha=config.mixup.alpha, cutmix_alpha=config.cutmix.alpha, mix_prob=config.mixup.prob,
-              mix_switch_prob=config.mixup.switch_prob, ema_decay=config.ema.decay,
-              ema_start_step=config.ema.start_step)
-
-
 def evaluate(eval_step, state, eval_ds, sharding) -> Dict[str, float]:
   """Runs `eval_step` over every batch of `eval_ds` and returns mean loss, top-1 and top-5 accuracy."""
   sums = None
@@ -225,32 +217,27 @@ def _take_workdir(config, workdir, *, restart: bool, allow_config_change: bool, 
   return lock
 
 
-def _template(create, state_sharding):
-  """The train state's shapes, dtypes and shardings, for restoring into (no compute)."""
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      jax.eval_shape(create, jax.random.PRNGKey(0)), state_sharding)
-
-
-def _restore_or_init(config, workdir, ckpt, create, state_sharding, fit_probe=None):
+def _restore_or_init(exp: build.Experiment, workdir, ckpt, fit_probe=None):
   """The run's own newest restorable checkpoint, else a fresh state (with `init.checkpoint`, then `fit_probe`,
   a function of the state fitting the linear probe, whose result is saved at step 0 so it is done once). A
   workdir whose checkpoints all fail to restore never starts again from step 0 silently."""
-  restored, start_step = ckpt.restore(_template(create, state_sharding))
+  config = exp.config
+  restored, start_step = exp.restore(ckpt)
   if restored is not None:
     return restored, start_step
   if ckpt.quarantined:
     raise ConfigError(f"no checkpoint in {workdir} could be restored; the damaged ones were moved aside "
                       f"({', '.join(ckpt.quarantined)}). Pass --restart to start again from step 0 (the "
                       f"previous attempt is moved to previous/, kept).")
-  state = jax.jit(create, out_shardings=state_sharding)(jax.random.PRNGKey(config.seed))
+  state = exp.init(config.seed)
   if config.init.checkpoint:  # applied once: a resumed run restored its own state above
     i = config.init
     state, n = transfer.apply_init(state, transfer.load_init(i.checkpoint, i.step, ema=i.ema), i.dont_load,
                                    i.load_batch_stats)
-    state = jax.device_put(state, state_sharding)
+    state = jax.device_put(state, exp.state_sharding)
     log.info("initialised %d leaves from %s (not loaded: %s)", n, i.checkpoint, list(i.dont_load) or "none")
   if fit_probe is not None:
-    state = jax.device_put(fit_probe(state), state_sharding)
+    state = jax.device_put(fit_probe(state), exp.state_sharding)
   state = state_lib.reset_ema(state)  # the moving average starts at the weights the init and the probe gave
   if fit_probe is not None:
     ckpt.save(0, state)
@@ -258,13 +245,12 @@ def _restore_or_init(config, workdir, ckpt, create, state_sharding, fit_probe=No
   return state, 0
 
 
-def _data(config, workdir, pk, restart: bool):
+def _data(config, workdir, pk):
   """(train source, eval batches, model-selection batches or None, DatasetInfo, text vocabulary or None, the
-  preprocessing of a pretrained init or None). A text run resumes with the vocabulary it started with; a new or
-  restarted one builds its own from its training split (`--restart` moves the old one aside)."""
-  vocab = None
-  if config.dataset.name in data.sources.TEXT_NAMES:
-    vocab = (None if restart else text.load_vocab(workdir)) or text.vocab_of(config.dataset, config.dataset.name)
+  preprocessing of a pretrained init or None). Called with the workdir held and a previous attempt moved aside
+  (`--restart`), so a text run resumes with the vocabulary it started with and a new or restarted one builds its
+  own from its training split."""
+  vocab = build.vocab(config, workdir)
   train_src, info = data.get_source(config.dataset, config.dataset.train_split, vocab=vocab)
   info, prep = transfer.pretrained_preprocessing(config, info)
   eval_src, _ = data.eval_source(config.dataset, vocab=vocab)  # dataset.eval_name may name another data set
@@ -281,17 +267,23 @@ def _data(config, workdir, pk, restart: bool):
   return train_src, data.eval_dataset(config, eval_src, info, **pk), dev_ds, info, vocab, prep
 
 
-def _fed(step, prep):
-  """`step` with its batch passed through `prep` first (uint8 images normalised on the device), under the step's
-  own name, which JAX's compile logs, the compilation cache and the profiler show."""
-  @functools.wraps(step)
-  def fed(state, batch):
-    return step(state, prep(batch))
-  return fed
+def _write_records(exp: build.Experiment, workdir, conv_impls, vocab, prep) -> None:
+  """What the run was built from, beside its checkpoints (process 0): config, conv_impls (what each layer ran),
+  the pretrained init's preprocessing, the text vocabulary and the class names."""
+  config, info = exp.config, exp.info
+  workdir_lib.write_json(workdir / workdir_lib.CONFIG, json.loads(config.to_json_best_effort()))
+  workdir_lib.write_json(workdir / workdir_lib.CONV_IMPLS, conv_impls)
+  if prep is not None:
+    workdir_lib.write_json(workdir / workdir_lib.PREPROCESSING, prep)
+    log.info("preprocessing of %s: %s", config.init.checkpoint, prep)
+  if vocab is not None:
+    text.save_vocab(vocab, workdir)
+  if info.class_names:  # what each label means, for data sets that name their classes (image folders)
+    workdir_lib.write_json(workdir / workdir_lib.CLASS_NAMES, list(info.class_names))
 
 
 def setup(config, workdir, *, restart: bool = False, allow_config_change: bool = False) -> Run:
-  """Validates the config, locks the workdir and builds data, model, state and steps (see `Run`)."""
+  """Validates the config, then lock -> build -> restore -> write -> jit (see `Run`)."""
   parallel.initialize(config)
   config_lib.validate(config)
   parallel.enable_compilation_cache(config.compilation_cache_dir)
@@ -299,67 +291,38 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   workdir = workdir_lib.check(workdir)
   is_chief = jax.process_index() == 0
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
-
-  train_src, eval_ds, dev_ds, info, vocab, prep = _data(config, workdir, pk, restart)
-  steps_per_epoch = len(train_src) // config.batch_size
-  total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
-  if config.linear_probe.enabled:  # the head is fitted at initialisation; no training step (probe.py)
-    total_steps = 0
-  model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
-                        **config_lib.model_options(config))
-  input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
-  check_model_input(model, input_shape, config, info)
-  tx, schedule = optim.build(config, steps_per_epoch, total_steps)
-
   lock = _take_workdir(config, workdir, restart=restart, allow_config_change=allow_config_change,
                        is_chief=is_chief)
   try:
-    conv_impls = conv_plan(model, input_shape, config, info)  # may measure: after the lock
-    mesh = parallel.mesh()
-    batch_sharding = parallel.batch_sharded(mesh)
-    create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype, config.ema.decay > 0)
-    state_sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
-                                              config.parallel.shard_params, config.parallel.shard_min_size)
-    log.info("%s", parallel.describe(state_sharding))
+    train_src, eval_ds, dev_ds, info, vocab, prep = _data(config, workdir, pk)
+    steps_per_epoch = len(train_src) // config.batch_size
+    total_steps = config.num_train_steps if config.num_train_steps > 0 else config.num_epochs * steps_per_epoch
+    if config.linear_probe.enabled:  # the head is fitted at initialisation; no training step (probe.py)
+      total_steps = 0
+    exp = build.experiment(config, info, steps_per_epoch, total_steps)
+    check_model_input(exp.model, exp.input_shape, config, info)
+    conv_impls = conv_plan(exp.model, exp.input_shape, config, info)  # may measure: with the workdir held
+    log.info("%s", parallel.describe(exp.state_sharding))
     ckpt = checkpoint.Manager(workdir / workdir_lib.CHECKPOINTS, max_to_keep=config.keep_checkpoints)
-    fit_probe = (lambda s: probe.fit(config, s, model, train_src, info)) if config.linear_probe.enabled else None
-    state, start_step = _restore_or_init(config, workdir, ckpt, create, state_sharding, fit_probe)
+    fit_probe = ((lambda s: probe.fit(config, s, exp.model, train_src, info)) if config.linear_probe.enabled
+                 else None)
+    state, start_step = _restore_or_init(exp, workdir, ckpt, fit_probe)
     log.info("model %s: %d parameters; %d steps (%d per epoch) on %d devices in %d processes; starting at "
              "step %d", config.model.name, sum(x.size for x in jax.tree.leaves(state.params)), total_steps,
              steps_per_epoch, jax.device_count(), jax.process_count(), start_step)
     if is_chief:
-      workdir_lib.write_json(workdir / workdir_lib.CONFIG, json.loads(config.to_json_best_effort()))
-      workdir_lib.write_json(workdir / workdir_lib.CONV_IMPLS, conv_impls)  # what each layer ran (config: asked)
-      if prep is not None:  # how the images were normalised for the pretrained init
-        workdir_lib.write_json(workdir / workdir_lib.PREPROCESSING, prep)
-        log.info("preprocessing of %s: %s", config.init.checkpoint, prep)
-      if vocab is not None:
-        text.save_vocab(vocab, workdir)
-      if info.class_names:  # what each label means, for data sets that name their classes (image folders)
-        workdir_lib.write_json(workdir / workdir_lib.CLASS_NAMES, list(info.class_names))
+      _write_records(exp, workdir, conv_impls, vocab, prep)
     writer = workdir_lib.MetricsWriter(workdir, enabled=is_chief)
     writer.truncate(start_step)
   except BaseException:
     if lock is not None:
       lock.release()
     raise
-  train_fn = steps.make_train_step(model, tx, schedule, label_smoothing=config.label_smoothing,
-                                   aux_loss_weight=config.aux_loss_weight, grad_accum_steps=config.grad_accum_steps,
-                                   frozen=config.frozen, **steps_options(config))
-  prep = data.on_device(config, info)  # uint8 images normalised inside the step
-  train_step = jax.jit(_fed(train_fn, prep), in_shardings=(state_sharding, batch_sharding),
-                       out_shardings=(state_sharding, parallel.replicated(mesh)), donate_argnums=0)
-
-  def eval_jit(ema):
-    eval_fn = steps.make_eval_step(model, ema)
-    return jax.jit(_fed(eval_fn, prep), in_shardings=(state_sharding, batch_sharding),
-                   out_shardings=parallel.replicated(mesh))
-  eval_step, eval_ema_step = eval_jit(False), (eval_jit(True) if config.ema.decay > 0 else None)
   return Run(config=config, workdir=workdir, is_chief=is_chief, lock=lock, steps_per_epoch=steps_per_epoch,
-             total_steps=total_steps, start_step=start_step, state=state, train_step=train_step,
-             eval_step=eval_step, eval_ema_step=eval_ema_step,
+             total_steps=total_steps, start_step=start_step, state=state, train_step=exp.train_step(),
+             eval_step=exp.eval_step(), eval_ema_step=exp.eval_step(ema=True) if config.ema.decay > 0 else None,
              make_train_iter=lambda s: iter(data.train_dataset(config, train_src, info, start_step=s, **pk)),
-             eval_ds=eval_ds, dev_ds=dev_ds, batch_sharding=batch_sharding, ckpt=ckpt, writer=writer)
+             eval_ds=eval_ds, dev_ds=dev_ds, batch_sharding=exp.batch_sharding, ckpt=ckpt, writer=writer)
 
 
 class TrainLog:
@@ -561,31 +524,20 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None, split: O
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.dataset.eval_split = split or config.dataset.eval_split
-  vocab = text.load_vocab(workdir) if config.dataset.name in data.sources.TEXT_NAMES else None
-  eval_src, info = data.eval_source(config.dataset, vocab=vocab)
+  eval_src, info = data.eval_source(config.dataset, vocab=build.vocab(config, workdir))
   info, _ = transfer.pretrained_preprocessing(config, info)
-  model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
-                        **config_lib.model_options(config))
-  input_shape = info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1])
-  tx, _ = optim.build(config, 1, max(config.num_train_steps, 1))  # only its state's structure is used
-  mesh = parallel.mesh()
-  create = lambda rng: state_lib.create(rng, model, tx, input_shape, info.input_dtype, config.ema.decay > 0)
-  sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
-                                      config.parallel.shard_params, config.parallel.shard_min_size)
+  exp = build.experiment(config, info)
   if not (workdir / workdir_lib.CHECKPOINTS).is_dir():  # checked first: the manager would create the folder
     raise ConfigError(f"no checkpoint to evaluate in {workdir / workdir_lib.CHECKPOINTS}")
   ckpt = checkpoint.Manager(workdir / workdir_lib.CHECKPOINTS)
   try:
-    state, step = ckpt.restore(_template(create, sharding), step)
+    state, step = exp.restore(ckpt, step)
   finally:
     ckpt.close()
   if state is None:
     raise ConfigError(f"no checkpoint to evaluate in {workdir / workdir_lib.CHECKPOINTS}")
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
-  eval_fn, prep = steps.make_eval_step(model, ema), data.on_device(config, info)
-  eval_step = jax.jit(_fed(eval_fn, prep), in_shardings=(sharding, parallel.batch_sharded(mesh)),
-                      out_shardings=parallel.replicated(mesh))
-  ev = evaluate(eval_step, state, data.eval_dataset(config, eval_src, info, **pk), parallel.batch_sharded(mesh))
+  ev = evaluate(exp.eval_step(ema), state, data.eval_dataset(config, eval_src, info, **pk), exp.batch_sharding)
   if jax.process_index() == 0:
     name = f"{config.dataset.eval_split}_{'ema_' if ema else ''}{step}.json"
     workdir_lib.write_json(workdir / workdir_lib.EVAL / name, {"step": step, "split": config.dataset.eval_split,

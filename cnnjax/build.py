@@ -1,0 +1,148 @@
+"""Building an experiment from its config: the one place where a config (and, for a trained run, its workdir)
+becomes data info, model, input shape, optimizer, shardings, the train state's constructor and the jitted steps.
+
+Training (`train.loop.setup`), evaluation-only runs (`--mode=eval`), the analyses (viz, fewshot), the summary and
+the benchmarks all build here, so a model is built the same way wherever it is used:
+
+  exp = build.experiment(config, info, steps_per_epoch, total_steps)
+  state = exp.init(config.seed)             # or exp.restore(manager, step)
+  train_step, eval_step = exp.train_step(), exp.eval_step()
+  model, variables, config, info = build.load_workdir(workdir)   # a trained run, for looking inside
+"""
+import dataclasses
+import functools
+from typing import Any, Callable, Optional, Tuple
+
+import jax
+import ml_collections
+
+from cnnjax import checkpoint, data, models, parallel
+from cnnjax import config as config_lib
+from cnnjax import workdir as workdir_lib
+from cnnjax.data import text
+from cnnjax.errors import ConfigError
+from cnnjax.train import optim, state as state_lib, steps, transfer
+
+
+def vocab(config, workdir=None, *, fresh: bool = False) -> Optional[text.Vocab]:
+  """A text run's vocabulary: the one saved in `workdir` (what the run was trained with) unless `fresh` or none
+  is saved, else built from the config's training split. None for image data."""
+  if config.dataset.name not in data.sources.TEXT_NAMES:
+    return None
+  saved = None if fresh or workdir is None else text.load_vocab(workdir)
+  return saved or text.vocab_of(config.dataset, config.dataset.name)
+
+
+def data_info(config, workdir=None) -> data.DatasetInfo:
+  """The DatasetInfo training uses: the data set's (a text one's with `vocab(config, workdir)`), normalised as the
+  pretrained init's weights expect where config.init asks for that."""
+  info = data.get_info(config.dataset, vocab=vocab(config, workdir))
+  return transfer.pretrained_preprocessing(config, info)[0]
+
+
+def model(config, info: data.DatasetInfo):
+  """The model of `config` for data `info` (its classes, and a text data set's vocabulary size and length)."""
+  return models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
+                       **config_lib.model_options(config))
+
+
+def input_shape(config, info: data.DatasetInfo) -> Tuple[int, ...]:
+  """One example's shape: the data's own for text, else image_size x image_size x the data's channels."""
+  return tuple(info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1]))
+
+
+def steps_options(config) -> dict:
+  """The train step's options from the config (steps.make_train_step)."""
+  return dict(label_smoothing=config.label_smoothing, aux_loss_weight=config.aux_loss_weight,
+              grad_accum_steps=config.grad_accum_steps, frozen=config.frozen, mixup_alpha=config.mixup.alpha,
+              cutmix_alpha=config.cutmix.alpha, mix_prob=config.mixup.prob, mix_switch_prob=config.mixup.switch_prob,
+              ema_decay=config.ema.decay, ema_start_step=config.ema.start_step)
+
+
+def _fed(step, prep):
+  """`step` with its batch passed through `prep` first (uint8 images normalised on the device), under the step's
+  own name, which JAX's compile logs, the compilation cache and the profiler show."""
+  @functools.wraps(step)
+  def fed(state, batch):
+    return step(state, prep(batch))
+  return fed
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """A config built for data `info` on the current devices (see the module docstring)."""
+  config: Any
+  info: data.DatasetInfo
+  model: Any
+  input_shape: Tuple[int, ...]
+  tx: Any                    # optax.GradientTransformation
+  schedule: Callable[[Any], Any]
+  mesh: Any
+  state_sharding: Any
+  batch_sharding: Any
+
+  def create(self, rng):
+    """A fresh train state (with the moving-average slot where config.ema.decay > 0)."""
+    return state_lib.create(rng, self.model, self.tx, self.input_shape, self.info.input_dtype,
+                            self.config.ema.decay > 0)
+
+  def template(self):
+    """The train state's shapes, dtypes and shardings, for restoring into (no compute)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        jax.eval_shape(self.create, jax.random.PRNGKey(0)), self.state_sharding)
+
+  def init(self, seed: int):
+    """The state initialised from `seed`, laid out by `state_sharding`."""
+    return jax.jit(self.create, out_shardings=self.state_sharding)(jax.random.PRNGKey(seed))
+
+  def restore(self, manager: checkpoint.Manager, step: Optional[int] = None):
+    """(state, step) of the manager's newest restorable checkpoint (or `step`), or (None, None)."""
+    return manager.restore(self.template(), step)
+
+  def train_step(self):
+    """The jitted train step (its input state donated), uint8 images normalised inside it."""
+    fn = steps.make_train_step(self.model, self.tx, self.schedule, **steps_options(self.config))
+    return jax.jit(_fed(fn, data.on_device(self.config, self.info)),
+                   in_shardings=(self.state_sharding, self.batch_sharding),
+                   out_shardings=(self.state_sharding, parallel.replicated(self.mesh)), donate_argnums=0)
+
+  def eval_step(self, ema: bool = False):
+    """The jitted eval step, with the raw weights or (`ema`) their moving average."""
+    fn = steps.make_eval_step(self.model, ema)
+    return jax.jit(_fed(fn, data.on_device(self.config, self.info)),
+                   in_shardings=(self.state_sharding, self.batch_sharding),
+                   out_shardings=parallel.replicated(self.mesh))
+
+
+def experiment(config, info: data.DatasetInfo, steps_per_epoch: int = 1, total_steps: int = 1) -> Experiment:
+  """`config` built for `info`; the optimizer's schedule spans `total_steps` (for restoring only its state's
+  structure matters, so the defaults do)."""
+  m, shape = model(config, info), input_shape(config, info)
+  tx, schedule = optim.build(config, steps_per_epoch, max(total_steps, 1))
+  mesh = parallel.mesh()
+  create = lambda rng: state_lib.create(rng, m, tx, shape, info.input_dtype, config.ema.decay > 0)
+  sharding = parallel.state_shardings(jax.eval_shape(create, jax.random.PRNGKey(0)), mesh,
+                                      config.parallel.shard_params, config.parallel.shard_min_size)
+  return Experiment(config=config, info=info, model=m, input_shape=shape, tx=tx, schedule=schedule, mesh=mesh,
+                    state_sharding=sharding, batch_sharding=parallel.batch_sharded(mesh))
+
+
+def saved_config(workdir) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with (its config.json)."""
+  saved = workdir_lib.read_json(workdir_lib.path(workdir) / workdir_lib.CONFIG)
+  if saved is None:
+    raise ConfigError(f"{workdir} has no {workdir_lib.CONFIG}: not a training workdir")
+  return ml_collections.ConfigDict(saved)
+
+
+def load_workdir(workdir, step: Optional[int] = None):
+  """(model, variables, config, info) of a trained workdir: the model rebuilt from its config.json as training
+  built it (a text run's with the vocabulary it was trained with), the variables ('params', and 'batch_stats'
+  when present) from its newest (or `step`'s) checkpoint, as numpy arrays."""
+  config = saved_config(workdir)
+  info = data_info(config, workdir)
+  state, _ = checkpoint.load_numpy(workdir, step)
+  variables = {"params": state["params"]}
+  if state.get("batch_stats"):
+    variables["batch_stats"] = state["batch_stats"]
+  return model(config, info), variables, config, info
