@@ -127,52 +127,63 @@ def make_train_step(model, tx, schedule, *, label_smoothing: float = 0.0, aux_lo
       m = mix_lib.mix_batch(jax.random.fold_in(rng, _MIX_STREAM), images, labels, mixup_alpha=mixup_alpha,
                             cutmix_alpha=cutmix_alpha, prob=mix_prob, switch_prob=mix_switch_prob)
       images, rolled, lam = m.images, m.rolled, m.lam
-    k = grad_accum_steps
-    if k == 1:
-      loss, logits, batch_stats, grads = grads_and_stats(state.params, state.batch_stats, images, labels, rolled,
-                                                         lam, rng)
-    else:
-      micro = lambda x: jnp.moveaxis(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 1, 0)
-      def body(carry, xs):
-        grads_sum, stats, loss_sum = carry
-        j, im, lb, rl = xs
-        loss, logits, stats, grads = grads_and_stats(state.params, stats, im, lb, rl, lam,
-                                                     jax.random.fold_in(rng, j))
-        return (jax.tree.map(jnp.add, grads_sum, grads), stats, loss_sum + loss), logits
-      zeros = jax.tree.map(jnp.zeros_like, state.params)
-      (grads, batch_stats, loss), logits = jax.lax.scan(
-          body, (zeros, state.batch_stats, jnp.zeros((), jnp.float32)),
-          (jnp.arange(k), micro(images), micro(labels), micro(rolled)))
-      grads = jax.tree.map(lambda g: g / k, grads)
-      loss = loss / k
-      logits = jnp.moveaxis(logits, 0, 1).reshape(labels.shape[0], -1)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
-    loss_ok, grads_ok = jnp.isfinite(loss), jnp.isfinite(grad_norm)
-    ok = loss_ok & grads_ok
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-    new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
-                              batch_stats=keep(batch_stats, state.batch_stats),
-                              opt_state=keep(opt_state, state.opt_state))
-    if ema_decay > 0:
-      rate = jnp.where(state.step >= ema_start_step, 1.0 - ema_decay, 1.0)  # 1: the average = the new values
-      new = {"params": params, "batch_stats": batch_stats}
-      new_state = new_state.replace(ema=keep(optax.incremental_update(new, state.ema, rate), state.ema))
+    loss, logits, batch_stats, grads = _accumulated(grads_and_stats, grad_accum_steps, state, images, labels,
+                                                    rolled, lam, rng)
+    new_state, ok = _apply_if_finite(tx, state, grads, loss, batch_stats, ema_decay, ema_start_step)
     if mixing:
-      m = mix_lib.Mixed(images, labels, rolled, lam)
       targets = mix_lib.soft_targets(labels, rolled, lam, logits.shape[-1], label_smoothing)
-      metrics = metric_sums(logits, mix_lib.dominant(m), jnp.ones(labels.shape, bool), targets=targets)
+      metrics = metric_sums(logits, mix_lib.dominant(mix_lib.Mixed(images, labels, rolled, lam)),
+                            jnp.ones(labels.shape, bool), targets=targets)
     else:
       metrics = metric_sums(logits, labels, jnp.ones(labels.shape, bool), label_smoothing)
     metrics["total_loss"] = loss * labels.shape[0]  # with auxiliary losses; a sum like the others
-    metrics["grad_norm"] = grad_norm
+    metrics["grad_norm"] = ok["grad_norm"]
     metrics["learning_rate"] = schedule(optim.updates_applied(state.opt_state, state.step))  # the rate this update used
-    metrics["nonfinite_loss"] = ~loss_ok
-    metrics["nonfinite_grads"] = ~grads_ok
+    metrics["nonfinite_loss"] = ~ok["loss"]
+    metrics["nonfinite_grads"] = ~ok["grads"]
     return new_state, metrics
 
   return train_step
+
+
+def _accumulated(grads_and_stats, k: int, state, images, labels, rolled, lam, rng):
+  """(loss, logits, batch_stats, grads) of the whole batch, as `k` microbatches (j, j+k, j+2k, ...) whose
+  gradients and losses are averaged and whose batch statistics are updated in order; k=1: the batch at once."""
+  if k == 1:
+    return grads_and_stats(state.params, state.batch_stats, images, labels, rolled, lam, rng)
+  micro = lambda x: jnp.moveaxis(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 1, 0)
+
+  def body(carry, xs):
+    grads_sum, stats, loss_sum = carry
+    j, im, lb, rl = xs
+    loss, logits, stats, grads = grads_and_stats(state.params, stats, im, lb, rl, lam, jax.random.fold_in(rng, j))
+    return (jax.tree.map(jnp.add, grads_sum, grads), stats, loss_sum + loss), logits
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  (grads, batch_stats, loss), logits = jax.lax.scan(
+      body, (zeros, state.batch_stats, jnp.zeros((), jnp.float32)),
+      (jnp.arange(k), micro(images), micro(labels), micro(rolled)))
+  logits = jnp.moveaxis(logits, 0, 1).reshape(labels.shape[0], -1)
+  return loss / k, logits, batch_stats, jax.tree.map(lambda g: g / k, grads)
+
+
+def _apply_if_finite(tx, state, grads, loss, batch_stats, ema_decay: float, ema_start_step: int):
+  """(new state, {'loss': finite, 'grads': finite, 'grad_norm'}): the update applied (and the moving average
+  moved) only where loss and gradients are finite; otherwise every leaf keeps its value and only the step
+  counter advances."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  grad_norm = optax.global_norm(grads)
+  loss_ok, grads_ok = jnp.isfinite(loss), jnp.isfinite(grad_norm)
+  ok = loss_ok & grads_ok
+  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+  new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                            batch_stats=keep(batch_stats, state.batch_stats),
+                            opt_state=keep(opt_state, state.opt_state))
+  if ema_decay > 0:
+    rate = jnp.where(state.step >= ema_start_step, 1.0 - ema_decay, 1.0)  # 1: the average = the new values
+    new = {"params": params, "batch_stats": batch_stats}
+    new_state = new_state.replace(ema=keep(optax.incremental_update(new, state.ema, rate), state.ema))
+  return new_state, {"loss": loss_ok, "grads": grads_ok, "grad_norm": grad_norm}
 
 
 def make_eval_step(model, ema: bool = False):
