@@ -1,5 +1,9 @@
 """Training recipes: EMA of the weights, Mixup/CutMix, TrivialAugmentWide, random erasing (docs/guide/recipes.md).
 
+  python -m experiments.sweep --config configs/recipes.py:fashion_mnist --workdir runs/recipes
+
+Not yet measured at its full budget (15 runs of about 20 minutes each on 2 cores).
+
 Presets (`--config configs/recipes.py:NAME`):
 
 `fashion_mnist` (default): a sweep. ResNet-20 on Fashion-MNIST with the 6-epoch recipe of the depth experiment
