@@ -263,7 +263,7 @@ def _data(config, workdir, pk, restart: bool):
   preprocessing of a pretrained init or None). A text run resumes with the vocabulary it started with; a new or
   restarted one builds its own from its training split (`--restart` moves the old one aside)."""
   vocab = None
-  if config.dataset.name in data.sources.TEXT_NAMES:
+  if data.is_text(config.dataset.name):
     vocab = (None if restart else text.load_vocab(workdir)) or text.vocab_of(config.dataset, config.dataset.name)
   train_src, info = data.get_source(config.dataset, config.dataset.train_split, vocab=vocab)
   info, prep = transfer.pretrained_preprocessing(config, info)
@@ -561,7 +561,7 @@ def evaluate_checkpoint(config, workdir, *, step: Optional[int] = None, split: O
   config = config.copy_and_resolve_references()
   with config.unlocked():
     config.dataset.eval_split = split or config.dataset.eval_split
-  vocab = text.load_vocab(workdir) if config.dataset.name in data.sources.TEXT_NAMES else None
+  vocab = text.load_vocab(workdir) if data.is_text(config.dataset.name) else None
   eval_src, info = data.eval_source(config.dataset, vocab=vocab)
   info, _ = transfer.pretrained_preprocessing(config, info)
   model = models.create(config.model.name, num_classes=info.num_classes, **info.model_options,
