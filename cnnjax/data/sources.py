@@ -274,7 +274,8 @@ def _idx_dir(name: str, data_dir: Optional[str]) -> Optional[str]:
     if any(found.values()):
       missing = [stem for pair in idx.FILES.values() for stem in pair
                  if not any(os.path.isfile(os.path.join(d, stem + ext)) for ext in (".gz", ""))]
-      raise NotPreparedError(f"{d} holds some of the IDX files of {name!r} but not {missing} (.gz or not)")
+      raise not_prepared(name, [f"{d}, which holds some of its IDX files but not {missing} (.gz or not)"],
+                         [f"add the missing files to {d} (or remove the others from it)"])
   return None
 
 
