@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Tuple
 import jax
 import ml_collections
 
-from cnnjax import checkpoint, data, models, parallel
+from cnnjax import checkpoint, data, defaults, models, parallel
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
 from cnnjax.data import text
@@ -27,7 +27,7 @@ from cnnjax.train import optim, state as state_lib, steps, transfer
 def vocab(config, workdir=None, *, fresh: bool = False) -> Optional[text.Vocab]:
   """A text run's vocabulary: the one saved in `workdir` (what the run was trained with) unless `fresh` or none
   is saved, else built from the config's training split. None for image data."""
-  if config.dataset.name not in data.sources.TEXT_NAMES:
+  if not data.is_text(config.dataset.name):
     return None
   saved = None if fresh or workdir is None else text.load_vocab(workdir)
   return saved or text.vocab_of(config.dataset, config.dataset.name)
@@ -128,11 +128,14 @@ def experiment(config, info: data.DatasetInfo, steps_per_epoch: int = 1, total_s
 
 
 def saved_config(workdir) -> ml_collections.ConfigDict:
-  """The config a workdir was trained with (its config.json)."""
+  """The config a workdir was trained with (its config.json) over the base config, so that a workdir written
+  before a field existed reads that field's default."""
   saved = workdir_lib.read_json(workdir_lib.path(workdir) / workdir_lib.CONFIG)
   if saved is None:
     raise ConfigError(f"{workdir} has no {workdir_lib.CONFIG}: not a training workdir")
-  return ml_collections.ConfigDict(saved)
+  config = defaults.get_config()
+  config.update(saved)
+  return config
 
 
 def load_workdir(workdir, step: Optional[int] = None):

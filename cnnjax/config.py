@@ -7,9 +7,9 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from cnnjax import data
 from cnnjax import defaults as defaults_lib
 from cnnjax import models
-from cnnjax.data.sources import TEXT_NAMES
 from cnnjax.errors import ConfigError
 from cnnjax.layers import IMPLS
 from cnnjax.layers.autotune import MODES as AUTOTUNE_MODES
@@ -79,7 +79,7 @@ def validate(config) -> None:
   _check(0 <= c.dataset.random_erasing <= 1, "dataset.random_erasing", c.dataset.random_erasing,
          "a probability in [0, 1] (0: off)")
   if c.mixup.alpha > 0 or c.cutmix.alpha > 0:
-    _check(c.dataset.name not in TEXT_NAMES, "mixup.alpha" if c.mixup.alpha > 0 else "cutmix.alpha",
+    _check(not data.is_text(c.dataset.name), "mixup.alpha" if c.mixup.alpha > 0 else "cutmix.alpha",
            c.mixup.alpha or c.cutmix.alpha, f"0 for a text data set ({c.dataset.name!r}: token ids do not mix)")
   _check(c.early_stopping.metric in ("top1", "loss"), "early_stopping.metric", c.early_stopping.metric,
          "'top1' or 'loss'")

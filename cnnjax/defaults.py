@@ -133,6 +133,13 @@ def get_config():
   c.dataset.prefetch = 8
   c.dataset.normalize_on_device = True  # image batches leave the workers as uint8, normalised in the jitted step
   c.dataset.jpeg_draft = True        # training: decode a JPEG at 1/2-1/8 scale when its crop stays >= image_size
+  # Text data sets (cnnjax/data/text.py; configs/kim_cnn.py).
+  c.dataset.num_folds = 10           # data sets without a test split: cross-validation folds
+  c.dataset.fold = 0                 # the test fold, 0..num_folds-1
+  c.dataset.split_seed = 0           # fixes the folds and the dev split
+  c.dataset.dev_fraction = 0.1       # of the training part, where a data set has no dev file
+  c.dataset.max_len = -1             # -1: the longest training sentence; longer sentences are truncated
+  c.dataset.vectors = config_dict.placeholder(str)   # pretrained word vectors (GloVe .txt, word2vec .bin)
   # dataset.name='synthetic': random images and labels, a pure function of (seed, split, index).
   c.dataset.synthetic = ml_collections.ConfigDict()
   c.dataset.synthetic.num_train = 1024

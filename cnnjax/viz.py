@@ -96,7 +96,7 @@ def eval_images(config, info, split: Optional[str] = None, limit: Optional[int] 
   keeping `config.dataset.classes` if set; the first `limit` examples."""
   source, _ = data.get_source(config.dataset, split or config.dataset.eval_split)
   n = len(source) if limit is None else min(limit, len(source))
-  pre = preprocess(config.dataset, info, config.dataset.get("eval_augment", "none"))
+  pre = preprocess(config.dataset, info, config.dataset.eval_augment)
   records = [pre.random_map(dict(source[i]), np.random.default_rng(0)) for i in range(n)]
   return np.stack([r["image"] for r in records]), np.array([r["label"] for r in records])
 

@@ -20,7 +20,6 @@ static | non-static | multichannel, the last three with --config.dataset.vectors
 (the paper: 300-d word2vec trained on Google News; --config.model.embed_dim must match the file).
 Table 2, CNN-rand: MR 76.1, SST-1 45.0, SST-2 82.7, Subj 89.6, TREC 91.2, CR 79.8, MPQA 83.4.
 """
-from ml_collections import config_dict
 
 from configs import default
 
@@ -45,12 +44,7 @@ def get_config(preset: str = "mr"):
   c.dataset.name = PRESETS[preset]
   c.dataset.train_split = "train"
   c.dataset.eval_split = "test"
-  c.dataset.num_folds = 10           # data sets without a test split: cross-validation folds
-  c.dataset.fold = 0                 # the test fold, 0..num_folds-1
-  c.dataset.split_seed = 0           # fixes the folds and the dev split (cnnjax/data/text.py)
-  c.dataset.dev_fraction = 0.1       # of the training part, where a data set has no dev file
-  c.dataset.max_len = -1             # -1: the longest training sentence; longer sentences are truncated
-  c.dataset.vectors = config_dict.placeholder(str)   # pretrained word vectors for static/non-static/multichannel
+  # dataset.num_folds, fold, split_seed, dev_fraction, max_len, vectors: the base config's text fields.
   c.early_stopping.split = "dev"     # model selection on dev (Kim's early stopping), evaluated every epoch
   c.batch_size = 50
   c.eval_batch_size = 100

@@ -104,7 +104,7 @@ def run(a, args):
   layers = a.layers.split(",")
   shots = [int(s) for s in a.shots.split(",")]
   model, variables, config, info = build.load_workdir(a.workdir)
-  base = tuple(config.dataset.get("classes") or ())
+  base = tuple(config.dataset.classes or ())
   if not base:
     raise SystemExit(f"error: {a.workdir} was trained on every class (config.dataset.classes is empty); "
                      "train on base classes with --config.dataset.classes=(...) so the novel ones are unseen")

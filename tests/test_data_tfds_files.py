@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cnnjax import data
-from cnnjax.data import sources
+from cnnjax.data import registry, sources
 from configs import default
 
 N = 10
@@ -48,7 +48,9 @@ def tiny_builder_name():
 def tiny_family(monkeypatch, tiny_builder_name):
   monkeypatch.setitem(sources.TFDS_FAMILIES, tiny_builder_name,
                       sources.TfdsFamily(3, (None, None, 3), (0.0, 0.0, 0.0), (1 / 255,) * 3, ("train",)))
-  monkeypatch.setitem(sources.DATASETS, tiny_builder_name, sources.tfds_source)
+  monkeypatch.setitem(registry._REGISTRY, tiny_builder_name,   # registered as sources.py registers a TFDS family
+                      registry.DataSet(tiny_builder_name, sources.tfds_source, lambda d, name: sources.tfds_info(name),
+                                       configs=()))
   return tiny_builder_name
 
 

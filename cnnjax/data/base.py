@@ -1,9 +1,10 @@
-"""What every data source shares: the description of a data set, the error of one that is not prepared, and
-where TFDS keeps prepared data. Imported by sources.py and text.py alike (neither imports the other's
-internals through it)."""
+"""What every data source shares: the description of a data set, the one error (and message) of a data set that
+is not prepared, and where TFDS keeps prepared data. Imported by sources.py and text.py alike."""
 import dataclasses
 import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
+
+from cnnjax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +24,17 @@ class DatasetInfo:
   model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-class NotPreparedError(FileNotFoundError):
-  """A TFDS data set that has no prepared files in data_dir."""
+class NotPreparedError(FileNotFoundError, ConfigError):
+  """A data set found in none of the places it is looked for; its message (`not_prepared`) says how to get it.
+  A ConfigError too, so entry points print it without a traceback."""
+
+
+def not_prepared(name: str, searched: Sequence[str], prepare: Sequence[str]) -> NotPreparedError:
+  """The error of a data set that is not there, worded once for all: its name, every place it was looked for,
+  and the command (or several alternatives) that prepares it."""
+  how = f": {prepare[0]}" if len(prepare) == 1 else ", either: " + "; or ".join(prepare)
+  return NotPreparedError(f"data set {name!r} is not prepared; searched {', '.join(searched)}. Nothing is "
+                          f"downloaded at training time. To prepare it{how}")
 
 
 def default_data_dir() -> str:

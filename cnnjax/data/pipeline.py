@@ -65,13 +65,11 @@ def preprocess(d, info, augment: str, train: bool = False, *, normalize: bool = 
   """The per-example transform for `augment`, with the crop options of config.dataset `d` (and, for training,
   TrivialAugmentWide and random erasing); `normalize` False leaves uint8 images for `on_device`, `draft`
   decodes JPEGs at reduced scale where the crop allows it."""
-  return Preprocess(d.image_size, info.mean, info.std, augment=augment, pad=d.get("pad", 4),
-                    area_range=tuple(d.get("crop_area_range", (0.08, 1.0))),
-                    aspect_range=tuple(d.get("crop_aspect_range", (3 / 4, 4 / 3))),
-                    crop_fraction=d.get("eval_crop_fraction", 0.875), fit=d.get("fit", "resize"),
-                    channels=info.image_shape[-1], trivial_augment=train and d.get("trivial_augment", False),
-                    random_erasing=d.get("random_erasing", 0.0) if train else 0.0, normalize=normalize,
-                    draft=draft)
+  return Preprocess(d.image_size, info.mean, info.std, augment=augment, pad=d.pad,
+                    area_range=tuple(d.crop_area_range), aspect_range=tuple(d.crop_aspect_range),
+                    crop_fraction=d.eval_crop_fraction, fit=d.fit, channels=info.image_shape[-1],
+                    trivial_augment=train and d.trivial_augment, random_erasing=d.random_erasing if train else 0.0,
+                    normalize=normalize, draft=draft)
 
 
 def on_device(config, info) -> Callable[[Dict[str, Any]], Dict[str, Any]]:
@@ -113,7 +111,7 @@ def train_dataset(config, source, info, *, process_index: int = 0, process_count
   if d.num_workers > 0:
     _mark_flags_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.num_workers,
-                                                     per_worker_buffer_size=d.get("worker_buffer_size", 1)))
+                                                     per_worker_buffer_size=d.worker_buffer_size))
   return it
 
 
@@ -125,7 +123,7 @@ def eval_dataset(config, source, info, *, process_index: int = 0, process_count:
   padded_len = math.ceil(len(source) / config.eval_batch_size) * config.eval_batch_size
   ds = grain.MapDataset.source(PaddedSource(source, padded_len))[process_index::process_count]
   if info.input_shape is None:
-    ds = ds.random_map(preprocess(d, info, d.get("eval_augment", "none"), normalize=not d.normalize_on_device),
+    ds = ds.random_map(preprocess(d, info, d.eval_augment, normalize=not d.normalize_on_device),
                        seed=0)
   return ds.batch(local_batch, drop_remainder=False).to_iter_dataset(_read_options(d))
 

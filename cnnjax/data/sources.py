@@ -1,27 +1,27 @@
 """Random-access data sources: each is a sequence of records {'image': uint8 HxWxC, 'label': int}, or for text
 {'tokens': int32 (max_len,), 'label': int} (text.py).
 
-All data sets, embedded, synthetic, IDX files (mnist, fashion_mnist), image folders or TFDS, come through
-`get_source(dataset_config, split)`, which returns the source and its `DatasetInfo`. Names are looked up in
-`DATASETS` (exact names such as 'digits', 'synthetic', 'folder', 'cifar10', or a TFDS family with its config,
-such as 'imagenette/320px-v2'); an unknown name lists the known ones. Every source is wrapped in `CheckedSource`, which
-decodes encoded images and rejects bad examples with an
-error naming the data set, the split and the example's index.
+All data sets, embedded, synthetic, IDX files (mnist, fashion_mnist), image folders, TFDS or text, come through
+`get_source(dataset_config, split)`, which returns the source and its `DatasetInfo`. Names are looked up in the
+data set registry (registry.py), where this module registers the image data sets and text.py the text ones
+(exact names such as 'digits', 'synthetic', 'folder', 'cifar10', or a TFDS family with its config, such as
+'imagenette/320px-v2'); an unknown name lists the known ones. Every image source is wrapped in `CheckedSource`,
+which decodes encoded images and rejects bad examples with an error naming the data set, the split and the
+example's index.
 
 TFDS data sets are read with `tfds.data_source` from prepared ArrayRecord files, never downloaded: a data set
 that is not prepared in `data_dir` fails at once with the command that prepares it. TensorFlow is not imported.
 """
 import dataclasses
-import difflib
 import io
 import os
 import zlib
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from cnnjax.data import folder, idx, text
-from cnnjax.data.base import DatasetInfo, NotPreparedError, default_data_dir  # noqa: F401 (re-exported)
+from cnnjax.data import folder, idx, registry, text
+from cnnjax.data.base import DatasetInfo, NotPreparedError, default_data_dir, not_prepared  # noqa: F401 (re-exported)
 from cnnjax.data.transforms import BadExampleError, EncodedImage
 from cnnjax.errors import ConfigError
 
@@ -246,9 +246,8 @@ def tfds_source(cfg, split: str, name: str):
   data_dir = os.path.expanduser(cfg.data_dir) if cfg.data_dir else default_data_dir()
   builder = tfds.builder(name, data_dir=data_dir)
   if not builder.is_prepared():
-    raise NotPreparedError(
-        f"data set {name!r} is not prepared in {data_dir} (searched {builder.data_dir}; no dataset_info.json). "
-        f"Nothing is downloaded at training time. Prepare it with: {build_command(name, data_dir)}")
+    raise not_prepared(name, [f"TFDS-prepared files in {data_dir} (no dataset_info.json in {builder.data_dir})"],
+                       [build_command(name, data_dir)])
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except (NotImplementedError, ValueError) as e:
@@ -259,12 +258,10 @@ def tfds_source(cfg, split: str, name: str):
 
 
 # --- MNIST and Fashion-MNIST: TFDS-prepared files, or the original IDX files ------------------------------------
+IDX_NAMES = ("mnist", "fashion_mnist")   # TFDS families that are read from their original IDX files too
 IDX_SYSTEM_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}   # Debian's dataset-fashion-mnist
 APT_COMMANDS = {"fashion_mnist": "apt-get install dataset-fashion-mnist"}
-
-
-class DataNotFoundError(NotPreparedError, ConfigError):
-  """A data set found in none of the places it is looked for; the message says how to get it."""
+DataNotFoundError = NotPreparedError   # its former name here (one error for every data set that is not there)
 
 
 def _idx_dir(name: str, data_dir: Optional[str]) -> Optional[str]:
@@ -277,20 +274,20 @@ def _idx_dir(name: str, data_dir: Optional[str]) -> Optional[str]:
     if any(found.values()):
       missing = [stem for pair in idx.FILES.values() for stem in pair
                  if not any(os.path.isfile(os.path.join(d, stem + ext)) for ext in (".gz", ""))]
-      raise DataNotFoundError(f"{d} holds some of the IDX files of {name!r} but not {missing} (.gz or not)")
+      raise not_prepared(name, [f"{d}, which holds some of its IDX files but not {missing} (.gz or not)"],
+                         [f"add the missing files to {d} (or remove the others from it)"])
   return None
 
 
-def _not_found(name: str, data_dir: Optional[str], tfds_dir: str) -> DataNotFoundError:
+def _not_found(name: str, data_dir: Optional[str], tfds_dir: str) -> NotPreparedError:
   stems = [stem for pair in idx.FILES.values() for stem in pair]
   places = [f"TFDS-prepared files in {tfds_dir}"] + ([f"the IDX files in {data_dir}"] if data_dir else []) + (
       [f"the IDX files in {IDX_SYSTEM_DIRS[name]}"] if name in IDX_SYSTEM_DIRS else [])
   get = ([f"install the original files with `{APT_COMMANDS[name]}` (read from {IDX_SYSTEM_DIRS[name]})"]
          if name in APT_COMMANDS else [f"put the four IDX files {stems} (.gz or not) in a directory and set "
                                        "config.dataset.data_dir to it"])
-  get.append(f"prepare it with `{build_command(name, '<DIR>')}` and set config.dataset.data_dir=<DIR>")
-  return DataNotFoundError(f"data set {name!r} was not found; searched {', '.join(places)}. Nothing is "
-                           f"downloaded at training time. Get it either way: {'; or '.join(get)}")
+  get.append(f"build a TFDS copy with `{build_command(name, '<DIR>')}` and set config.dataset.data_dir=<DIR>")
+  return not_prepared(name, places, get)
 
 
 def _read_idx_split(directory: str, split: str, info: DatasetInfo) -> ArraySource:
@@ -314,7 +311,7 @@ def _read_idx_split(directory: str, split: str, info: DatasetInfo) -> ArraySourc
 def idx_source(cfg, split: str, name: str):
   """MNIST or Fashion-MNIST from the first place that has it: a TFDS-prepared copy under data_dir (TFDS's
   default directory when unset), the four original IDX files in data_dir, the system directory (Debian's
-  package). None of them: DataNotFoundError, saying how to get it."""
+  package). None of them: NotPreparedError, saying how to get it."""
   info = tfds_info(name)
   import tensorflow_datasets as tfds
   data_dir = os.path.expanduser(cfg.data_dir) if cfg.data_dir else None
@@ -355,23 +352,18 @@ def folder_source(cfg, split: str, name: str):
   return folder.FolderSource(paths, labels), info
 
 
-DATASETS: Dict[str, Callable] = {
-    "digits": lambda cfg, split, name: (digits_source(split), DIGITS_INFO),
-    "synthetic": lambda cfg, split, name: synthetic_source(cfg, split),
-    "folder": folder_source,
-    **{family: tfds_source for family in TFDS_FAMILIES},
-    "mnist": idx_source,
-    "fashion_mnist": idx_source,
-}
-TEXT_NAMES = tuple(text.text_names())
+# --- the image data sets in the registry (text.py registers the text ones) --------------------------------------
+registry.register("digits", lambda d, split, name: (digits_source(split), DIGITS_INFO), lambda d, name: DIGITS_INFO)
+registry.register("synthetic", lambda d, split, name: synthetic_source(d, split), lambda d, name: _synthetic_info(d))
+registry.register("folder", folder_source, lambda d, name: folder_info(d))
+for _family, _f in TFDS_FAMILIES.items():
+  registry.register(_family, idx_source if _family in IDX_NAMES else tfds_source, lambda d, name: tfds_info(name),
+                    configs=_f.configs)
 
 
 def known_names():
-  """Every accepted dataset.name: the fixed names, each TFDS family with its configs, the text data sets."""
-  out = ["digits", "synthetic", "folder"]
-  for family, f in TFDS_FAMILIES.items():
-    out += [f"{family}/{c}" for c in f.configs] if f.configs else [family]
-  return out + list(TEXT_NAMES)
+  """Every accepted dataset.name (each TFDS family with its configs), sorted."""
+  return registry.names()
 
 
 def get_source(dataset_config, split: str, *, name: Optional[str] = None, vocab: Optional[text.Vocab] = None):
@@ -382,14 +374,10 @@ def get_source(dataset_config, split: str, *, name: Optional[str] = None, vocab:
   vocabulary of their training split.
   """
   name = name or dataset_config.name
-  if name in TEXT_NAMES:
-    return text.text_source(dataset_config, split, name, vocab)   # checked line by line as it is read
-  family = name.split("/")[0]
-  if family not in DATASETS or family not in TFDS_FAMILIES and name != family:
-    close = difflib.get_close_matches(name, known_names(), 3)
-    hint = f" Did you mean {close}?" if close else ""
-    raise ConfigError(f"unknown data set dataset.name={name!r}.{hint} Known: {known_names()}")
-  source, info = DATASETS[family](dataset_config, split, name)
+  entry = registry.lookup(name)
+  if entry.is_text:
+    return entry.source(dataset_config, split, name, vocab)   # checked line by line as it is read
+  source, info = entry.source(dataset_config, split, name)
   source = CheckedSource(source, name, split, info.num_classes, info.image_shape[-1])
   return select(source, dataset_config, split, info.num_classes), _relabelled(info, dataset_config)
 
@@ -416,7 +404,7 @@ class ClassSubset:
 
 
 def _check_selection(d, num_classes: int) -> Tuple[Tuple[int, ...], int, bool]:
-  classes, k, relabel = tuple(d.get("classes") or ()), d.get("train_per_class", -1), d.get("relabel", False)
+  classes, k, relabel = tuple(d.classes or ()), d.train_per_class, d.relabel
   ok = all(isinstance(c, (int, np.integer)) and 0 <= c < num_classes for c in classes)
   if not ok or len(set(classes)) != len(classes):
     raise ConfigError(f"config.dataset.classes={classes!r} is invalid: distinct ints in [0, {num_classes})")
@@ -454,14 +442,14 @@ def select(source, d, split: str, num_classes: int):
       if len(of_c) < k:
         raise ConfigError(f"config.dataset.train_per_class={k} but class {c} of {d.name!r} split {split!r} has "
                           f"only {len(of_c)} examples")
-      picked.append(np.random.default_rng((d.get("subset_seed", 0), int(c))).permutation(of_c)[:k])
+      picked.append(np.random.default_rng((d.subset_seed, int(c))).permutation(of_c)[:k])
     keep = np.sort(np.concatenate(picked))
   return ClassSubset(source, keep, {c: i for i, c in enumerate(classes)} if relabel else None)
 
 
 def _relabelled(info: DatasetInfo, d) -> DatasetInfo:
   """`info` with len(classes) classes (and their names) when `dataset.relabel` maps them to 0..n-1."""
-  if not d.get("relabel", False) or not d.get("classes"):
+  if not d.relabel or not d.classes:
     return info
   names = tuple(info.class_names[c] for c in d.classes) if info.class_names else ()
   return dataclasses.replace(info, num_classes=len(d.classes), class_names=names)
@@ -471,7 +459,7 @@ def eval_source(dataset_config, vocab: Optional[text.Vocab] = None):
   """The evaluation source: `dataset.eval_name` (e.g. imagenet_v2) if set, else `dataset.name`, on
   `dataset.eval_split`. Its label space must be the training data set's."""
   train_info = get_info(dataset_config, vocab)
-  source, info = get_source(dataset_config, dataset_config.eval_split, name=dataset_config.get("eval_name"),
+  source, info = get_source(dataset_config, dataset_config.eval_split, name=dataset_config.eval_name,
                             vocab=vocab)
   if (info.num_classes, info.image_shape[-1:], info.input_shape) != (
       train_info.num_classes, train_info.image_shape[-1:], train_info.input_shape):
@@ -484,16 +472,10 @@ def eval_source(dataset_config, vocab: Optional[text.Vocab] = None):
 def get_info(dataset_config, vocab: Optional[text.Vocab] = None) -> DatasetInfo:
   """The DatasetInfo of `dataset_config.name`, without opening any file (text: after reading its splits)."""
   name = dataset_config.name
-  family = name.split("/")[0]
-  if name == "digits":
-    return _relabelled(DIGITS_INFO, dataset_config)
-  if name == "synthetic":
-    return _relabelled(_synthetic_info(dataset_config), dataset_config)
-  if name == "folder":
-    return _relabelled(folder_info(dataset_config), dataset_config)
-  if family in TFDS_FAMILIES:
-    return _relabelled(tfds_info(name), dataset_config)
-  return get_source(dataset_config, dataset_config.train_split, vocab=vocab)[1]
+  entry = registry.lookup(name)
+  if entry.is_text:
+    return entry.info(dataset_config, name, vocab)
+  return _relabelled(entry.info(dataset_config, name), dataset_config)
 
 
 def _synthetic_info(cfg) -> DatasetInfo:

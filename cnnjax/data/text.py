@@ -30,7 +30,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cnnjax import workdir as workdir_lib
-from cnnjax.data.base import DatasetInfo, NotPreparedError, default_data_dir
+from cnnjax.data import registry
+from cnnjax.data.base import DatasetInfo, default_data_dir, not_prepared
 from cnnjax.errors import ConfigError
 
 log = logging.getLogger("cnnjax")
@@ -164,13 +165,6 @@ def split_dev(indices: np.ndarray, fraction: float, seed) -> Tuple[np.ndarray, n
   return np.sort(perm[n_dev:]), np.sort(perm[:n_dev])
 
 
-def _field(d, name):
-  if name not in d:
-    raise ConfigError(f"config.dataset.{name} is missing: text data sets need the dataset fields of "
-                      f"configs/kim_cnn.py")
-  return d[name]
-
-
 def line_split(d, name: str, split: str) -> Tuple[List[str], np.ndarray]:
   """The raw sentences and labels of `split` of line data set `name` (e.g. 'mr') in config.dataset `d`."""
   spec = LINE_DATASETS[name]
@@ -179,17 +173,19 @@ def line_split(d, name: str, split: str) -> Tuple[List[str], np.ndarray]:
   if not d.data_dir:
     raise ConfigError(f"config.dataset.data_dir is not set: the folder with {sorted(spec.files.values())}")
   path = lambda key: os.path.join(os.path.expanduser(d.data_dir), spec.files[key])
-  for key in spec.files:
-    if not os.path.exists(path(key)):
-      raise FileNotFoundError(f"data set {FAMILY}/{name}: {path(key)} does not exist "
-                              f"(config.dataset.data_dir={d.data_dir!r})")
-  seed, fraction = int(_field(d, "split_seed")), float(_field(d, "dev_fraction"))
+  missing = [path(key) for key in spec.files if not os.path.exists(path(key))]
+  if missing:
+    raise not_prepared(f"{FAMILY}/{name}", [f"config.dataset.data_dir={d.data_dir!r}: {m} does not exist"
+                                            for m in missing],
+                       [f"put {sorted(spec.files.values())} ('label sentence' lines, docs/guide/text_cnn.md) in a "
+                        f"directory and set config.dataset.data_dir to it"])
+  seed, fraction = int(d.split_seed), float(d.dev_fraction)
   if not 0 <= fraction < 1:
     raise ConfigError(f"config.dataset.dev_fraction={fraction} is invalid: in [0, 1)")
   if split in spec.files and (split != "train" or "dev" in spec.files):
     return read_lines(path(split), spec.num_classes)
   if "all" in spec.files:
-    num_folds, fold = int(_field(d, "num_folds")), int(_field(d, "fold"))
+    num_folds, fold = int(d.num_folds), int(d.fold)
     if num_folds < 2:
       raise ConfigError(f"config.dataset.num_folds={num_folds} is invalid: >= 2")
     if not 0 <= fold < num_folds:
@@ -234,10 +230,10 @@ def tfds_split(d, name: str, split: str) -> Tuple[List[str], np.ndarray]:
   spec = TFDS_TEXT[name]
   importlib.import_module(spec.module)
   data_dir = os.path.expanduser(d.data_dir) if d.data_dir else default_data_dir()
-  if not tfds.builder(name, data_dir=data_dir).is_prepared():
-    raise NotPreparedError(f"data set {name!r} is not prepared in {data_dir}. Nothing is downloaded at training "
-                           f"time. Prepare it with: tfds build {name} --file_format=array_record "
-                           f"--data_dir={data_dir}")
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    raise not_prepared(name, [f"TFDS-prepared files in {data_dir} (no dataset_info.json in {builder.data_dir})"],
+                       [f"tfds build {name} --file_format=array_record --data_dir={data_dir}"])
   source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   sentences, labels = [], []
   for i in range(len(source)):
@@ -269,46 +265,53 @@ class TextSource:
     return f"TextSource(n={len(self)}, max_len={self.tokens.shape[1]})"
 
 
-def text_names() -> List[str]:
-  return [f"{FAMILY}/{n}" for n in LINE_DATASETS] + list(TFDS_TEXT)
-
-
-def _split(d, name: str, split: str):
-  """(sentences, labels, num_classes, lowercase, splits) of `split` of text data set `name`."""
+def _spec(name: str):
+  """(num_classes, lowercase, splits) of text data set `name` (a registered one)."""
   if name.startswith(FAMILY + "/"):
-    short = name[len(FAMILY) + 1:]
-    if short not in LINE_DATASETS:
-      raise ConfigError(f"unknown data set dataset.name={name!r}; known text data sets: {text_names()}")
-    spec = LINE_DATASETS[short]
-    return (*line_split(d, short, split), spec.num_classes, spec.lowercase, SPLITS)
+    spec = LINE_DATASETS[name[len(FAMILY) + 1:]]
+    return spec.num_classes, spec.lowercase, SPLITS
   spec = TFDS_TEXT[name]
-  return (*tfds_split(d, name, split), spec.num_classes, spec.lowercase, spec.splits)
+  return spec.num_classes, spec.lowercase, spec.splits
+
+
+def _split(d, name: str, split: str) -> Tuple[List[str], np.ndarray]:
+  """(sentences, labels) of `split` of text data set `name`."""
+  if name.startswith(FAMILY + "/"):
+    return line_split(d, name[len(FAMILY) + 1:], split)
+  return tfds_split(d, name, split)
 
 
 def vocab_of(d, name: str) -> Vocab:
   """The vocabulary of `name`'s training split (`dataset.train_split`), its maximum length capped by
   `dataset.max_len` when that is > 0."""
-  sentences, _, _, lowercase, _ = _split(d, name, d.train_split)
-  return build_vocab([tokenize(s, lowercase) for s in sentences], lowercase, int(_field(d, "max_len")))
+  sentences, _ = _split(d, name, d.train_split)
+  lowercase = _spec(name)[1]
+  return build_vocab([tokenize(s, lowercase) for s in sentences], lowercase, int(d.max_len))
+
+
+def text_info(d, name: str, vocab: Optional[Vocab] = None) -> DatasetInfo:
+  """The DatasetInfo of text data set `name` encoded with `vocab`, by default its training split's (read)."""
+  vocab = vocab or vocab_of(d, name)
+  num_classes, _, splits = _spec(name)
+  options = {"vocab_size": len(vocab)}
+  if d.vectors:
+    options["embedding_init"] = pretrained_init(d.vectors, vocab)
+  return DatasetInfo(name, num_classes, image_shape=(), mean=(), std=(), splits=splits,
+                     input_shape=(vocab.max_len,), input_dtype="int32", model_options=options)
 
 
 def text_source(d, split: str, name: str, vocab: Optional[Vocab] = None):
   """(TextSource, DatasetInfo) of `split`; `vocab` (e.g. restored from the workdir) or the training split's."""
   vocab = vocab or vocab_of(d, name)
-  sentences, labels, num_classes, lowercase, splits = _split(d, name, split)
-  tokens = [tokenize(s, lowercase) for s in sentences]
+  sentences, labels = _split(d, name, split)
+  tokens = [tokenize(s, _spec(name)[1]) for s in sentences]
   truncated = sum(len(t) > vocab.max_len for t in tokens)
   empty = sum(not t for t in tokens)
   if truncated or empty:
     log.info("data set %s split %s: %d of %d sentences truncated to %d tokens, %d without words (all padding)",
              name, split, truncated, len(tokens), vocab.max_len, empty)
   ids = np.stack([vocab.encode(t) for t in tokens]) if tokens else np.zeros((0, vocab.max_len), np.int32)
-  options = {"vocab_size": len(vocab)}
-  if d.get("vectors"):
-    options["embedding_init"] = pretrained_init(d.vectors, vocab)
-  info = DatasetInfo(name, num_classes, image_shape=(), mean=(), std=(), splits=splits,
-                     input_shape=(vocab.max_len,), input_dtype="int32", model_options=options)
-  return TextSource(ids, labels), info
+  return TextSource(ids, labels), text_info(d, name, vocab)
 
 
 # --- word vectors -----------------------------------------------------------------------------------------------
@@ -385,3 +388,8 @@ def pretrained_init(path: str, vocab: Vocab):
     return out.at[PAD].set(0.0).astype(dtype)
 
   return init
+
+
+# --- the text data sets in the registry -------------------------------------------------------------------------
+for _name in [f"{FAMILY}/{n}" for n in LINE_DATASETS] + list(TFDS_TEXT):
+  registry.register(_name, text_source, text_info, kind="text")
