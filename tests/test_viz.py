@@ -180,3 +180,17 @@ def test_load_workdir_reproduces_the_training_loops_evaluation(tmp_path, make_co
   np.testing.assert_array_equal(viz.first_conv_kernel(model, variables["params"], images.shape[1:]),
                                 variables["params"]["stem_conv"]["kernel"])
   assert os.path.getsize(viz.plot_workdir_filters(str(tmp_path), str(tmp_path / "filters.png"))) > 0
+
+
+def test_a_workdir_written_by_an_earlier_version_is_rebuilt_as_it_was_trained(tmp_path):
+  """build.load_workdir on the workdir an earlier version wrote (tests/data/README.md; its config.json lacks
+  fields added since): the rebuilt model's top-1 on the evaluation images equals the one that version logged at
+  the same step (within one example: the logits may be computed on another CPU)."""
+  from cnnjax.workdir import read_jsonl
+  old = os.path.join(os.path.dirname(__file__), "data", "workdir_c930307")
+  model, variables, config, info = build.load_workdir(old)
+  images, labels = viz.eval_images(config, info)
+  top1 = float(np.mean(np.argmax(model.apply(variables, images, train=False), -1) == labels))
+  logged = [e for e in read_jsonl(os.path.join(old, "metrics.jsonl")) if e["split"] == "eval"][-1]
+  assert logged["step"] == 3 and len(labels) == 355
+  assert top1 == pytest.approx(logged["top1"], abs=1.01 / 355)
