@@ -5,6 +5,8 @@ import dataclasses
 import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
+from cnnjax.errors import NotPreparedError  # noqa: F401 (its old home)
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
@@ -21,10 +23,6 @@ class DatasetInfo:
   input_shape: Optional[Tuple[int, ...]] = None
   input_dtype: str = "float32"
   model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-
-class NotPreparedError(FileNotFoundError):
-  """A TFDS data set that has no prepared files in data_dir."""
 
 
 def default_data_dir() -> str:

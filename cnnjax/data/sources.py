@@ -21,9 +21,9 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from cnnjax.data import folder, idx, text
-from cnnjax.data.base import DatasetInfo, NotPreparedError, default_data_dir  # noqa: F401 (re-exported)
-from cnnjax.data.transforms import BadExampleError, EncodedImage
-from cnnjax.errors import ConfigError
+from cnnjax.data.base import DatasetInfo, default_data_dir  # noqa: F401 (re-exported)
+from cnnjax.data.transforms import EncodedImage
+from cnnjax.errors import BadExampleError, ConfigError, DataNotFoundError, NotPreparedError
 
 
 class ArraySource:
@@ -261,10 +261,6 @@ def tfds_source(cfg, split: str, name: str):
 # --- MNIST and Fashion-MNIST: TFDS-prepared files, or the original IDX files ------------------------------------
 IDX_SYSTEM_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}   # Debian's dataset-fashion-mnist
 APT_COMMANDS = {"fashion_mnist": "apt-get install dataset-fashion-mnist"}
-
-
-class DataNotFoundError(NotPreparedError, ConfigError):
-  """A data set found in none of the places it is looked for; the message says how to get it."""
 
 
 def _idx_dir(name: str, data_dir: Optional[str]) -> Optional[str]:

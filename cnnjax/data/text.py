@@ -30,8 +30,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from cnnjax import workdir as workdir_lib
-from cnnjax.data.base import DatasetInfo, NotPreparedError, default_data_dir
-from cnnjax.errors import ConfigError
+from cnnjax.data.base import DatasetInfo, default_data_dir
+from cnnjax.errors import ConfigError, NotPreparedError
 
 log = logging.getLogger("cnnjax")
 

@@ -26,7 +26,7 @@ from cnnjax import checkpoint, data, layers, metrics, models, parallel
 from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
-from cnnjax.errors import ConfigError
+from cnnjax.errors import ConfigError, NonFiniteError, Preempted
 from cnnjax.layers import autotune
 from cnnjax.train import optim, probe, state as state_lib, steps, transfer
 
@@ -40,19 +40,6 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoin
 # that one slow batch (a cold page cache, an evaluation's aftermath) does not warn. Repeated every
 # INPUT_WAIT_REPEAT intervals while it lasts, so a long run's log is not one warning per line.
 INPUT_WAIT_WARN, INPUT_WAIT_PATIENCE, INPUT_WAIT_REPEAT = 0.2, 3, 50
-
-
-class Preempted(Exception):
-  """Raised after a SIGTERM/SIGINT once the checkpoint at `step` is saved and metrics are flushed."""
-
-  def __init__(self, step: int, signum: int):
-    super().__init__(f"stopped by signal {signal.Signals(signum).name} at step {step}; checkpoint saved. "
-                     f"Run the same command again to resume.")
-    self.step, self.signum = step, signum
-
-
-class NonFiniteError(RuntimeError):
-  """The loss or the gradients went NaN/Inf (config.on_nonfinite='stop', or too many skips in a row)."""
 
 
 class _SignalFlag:
