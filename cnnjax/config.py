@@ -13,6 +13,7 @@ from cnnjax.data.sources import TEXT_NAMES
 from cnnjax.errors import ConfigError
 from cnnjax.layers import IMPLS
 from cnnjax.layers.autotune import MODES as AUTOTUNE_MODES
+from cnnjax.train import probe
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 
 DTYPES = ("float32", "bfloat16")
@@ -24,7 +25,9 @@ def _check(ok: bool, field: str, value, allowed: str) -> None:
 
 
 def validate(config) -> None:
-  """Raises ValueError naming the field, its value and what is allowed."""
+  """Raises ConfigError naming the field, its value and what is allowed: every check of the config that needs no
+  data, so a bad config fails before anything is read or compiled (checks that need the data or the parameters
+  run where those are first known, also before compiling)."""
   c = config
   _check(isinstance(c.seed, int), "seed", c.seed, "an int")
   for f in ("batch_size", "eval_batch_size"):
@@ -57,12 +60,14 @@ def validate(config) -> None:
          f"a multiple of grad_accum_steps x device count = {c.grad_accum_steps * jax.device_count()}")
   _check(c.on_nonfinite in ("stop", "skip"), "on_nonfinite", c.on_nonfinite, "'stop' or 'skip'")
   _check(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite", c.max_consecutive_nonfinite, ">= 1")
-  for field, pattern in [("frozen", c.frozen), *[("init.dont_load", r) for r in c.init.dont_load],
+  for field, pattern in [("frozen", c.frozen), ("max_norm_pattern", c.max_norm_pattern),
+                         *[("init.dont_load", r) for r in c.init.dont_load],
                          *[("lr_mults", r) for r, _ in c.lr_mults]]:
     try:
       re.compile(pattern)
     except (re.error, TypeError) as e:
       raise ConfigError(f"config.{field}: {pattern!r} is not a regular expression ({e})") from None
+  _check(c.max_norm >= 0, "max_norm", c.max_norm, ">= 0 (0: no constraint)")
   _check(all(float(m) >= 0 for _, m in c.lr_mults), "lr_mults", c.lr_mults, "((regex, multiplier >= 0), ...)")
   _check(0 <= c.ema.decay < 1, "ema.decay", c.ema.decay, "in [0, 1) (0: no moving average)")
   _check(isinstance(c.ema.start_step, int) and c.ema.start_step >= 0, "ema.start_step", c.ema.start_step,
@@ -83,7 +88,9 @@ def validate(config) -> None:
            c.mixup.alpha or c.cutmix.alpha, f"0 for a text data set ({c.dataset.name!r}: token ids do not mix)")
   _check(c.early_stopping.metric in ("top1", "loss"), "early_stopping.metric", c.early_stopping.metric,
          "'top1' or 'loss'")
-  models.registry.check(c.model.name, list(model_options(c, dtype=False)))
+  if c.linear_probe.enabled:
+    probe.check(c.linear_probe)
+  models.registry.check_values(c.model.name, model_options(c, dtype=False))
 
 
 # Fields of config.model that are not options of the model itself.

@@ -22,6 +22,7 @@ Table 2, CNN-rand: MR 76.1, SST-1 45.0, SST-2 82.7, Subj 89.6, TREC 91.2, CR 79.
 """
 from ml_collections import config_dict
 
+from cnnjax.errors import ConfigError
 from configs import default
 
 PRESETS = {
@@ -34,7 +35,7 @@ def get_config(preset: str = "mr"):
   if preset in SWEEPS:
     return SWEEPS[preset]()
   if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r} for configs/kim_cnn.py; known: {[*PRESETS, *SWEEPS]}")
+    raise ConfigError(f"unknown preset {preset!r} for configs/kim_cnn.py; known: {[*PRESETS, *SWEEPS]}")
   c = default.get_config()
   c.model.name = "kim_cnn"
   c.model.variant = "rand"
