@@ -35,7 +35,7 @@ def get_config():
   c.adadelta_rho = 0.95              # Kim (2014)'s Adadelta
   c.adadelta_eps = 1e-6
   c.max_norm = 0.0                   # > 0: l2 max-norm of the columns of the kernels matching max_norm_pattern
-  c.max_norm_pattern = "output/kernel"   # regex over '/'-joined parameter paths (full match)
+  c.max_norm_pattern = "output/kernel"   # regex over '/'-joined parameter paths (re.search: cnnjax/param_paths.py)
   c.weight_decay = 1e-4
   c.weight_decay_norm_and_bias = False
   c.grad_clip_norm = 0.0             # 0: no clipping
