@@ -14,10 +14,11 @@ are read from --config.dataset.data_dir (cnnjax/data/text.py); `--config.dataset
 `--config.dataset.eval_split=validation`) or `trec` read prepared TFDS copies instead.
 
 Paper recipe (Sec. 3.1): windows 3, 4, 5 with 100 maps each, ReLU, dropout 0.5, l2 max-norm s = 3 on the
-output layer's weight columns, mini-batches of 50, Adadelta (rho 0.95, eps 1e-6), 25 epochs, early stopping on
-a dev split (10% of the training data where there is none). Variants: --config.model.variant=rand (default) |
-static | non-static | multichannel, the last three with --config.dataset.vectors=<GloVe .txt or word2vec .bin>
-(the paper: 300-d word2vec trained on Google News; --config.model.embed_dim must match the file).
+output layer's weight columns, mini-batches of 50, Adadelta (rho 0.95, eps 1e-6), 25 epochs, the paper's early
+stopping as model selection on a dev split (`model_selection`; 10% of the training data where there is none).
+Variants: --config.model.variant=rand (default) | static | non-static | multichannel, the last three with
+--config.dataset.vectors=<GloVe .txt or word2vec .bin> (the paper: 300-d word2vec trained on Google News;
+--config.model.embed_dim must match the file).
 Table 2, CNN-rand: MR 76.1, SST-1 45.0, SST-2 82.7, Subj 89.6, TREC 91.2, CR 79.8, MPQA 83.4.
 """
 from ml_collections import config_dict
@@ -52,7 +53,7 @@ def get_config(preset: str = "mr"):
   c.dataset.dev_fraction = 0.1       # of the training part, where a data set has no dev file
   c.dataset.max_len = -1             # -1: the longest training sentence; longer sentences are truncated
   c.dataset.vectors = config_dict.placeholder(str)   # pretrained word vectors for static/non-static/multichannel
-  c.early_stopping.split = "dev"     # model selection on dev (Kim's early stopping), evaluated every epoch
+  c.model_selection.split = "dev"    # model selection on dev (Kim's early stopping), evaluated every epoch
   c.batch_size = 50
   c.eval_batch_size = 100
   c.num_epochs = 25

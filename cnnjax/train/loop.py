@@ -168,7 +168,7 @@ class Run:
   eval_ema_step: Optional[Callable]  # the moving average's, where config.ema.decay > 0 (logged as 'eval_ema')
   make_train_iter: Callable[[int], Any]  # start step -> iterator of local batches
   eval_ds: Any
-  dev_ds: Any                       # config.early_stopping.split's batches, or None
+  dev_ds: Any                       # config.model_selection.split's batches, or None
   batch_sharding: Any
   ckpt: checkpoint.Manager
   writer: workdir_lib.MetricsWriter
@@ -256,8 +256,8 @@ def _data(config, workdir, pk, restart: bool):
   info, prep = transfer.pretrained_preprocessing(config, info)
   eval_src, _ = data.eval_source(config.dataset, vocab=vocab)  # dataset.eval_name may name another data set
   dev_ds = None
-  if config.early_stopping.split:
-    dev_src, _ = data.get_source(config.dataset, config.early_stopping.split, vocab=vocab)
+  if config.model_selection.split:
+    dev_src, _ = data.get_source(config.dataset, config.model_selection.split, vocab=vocab)
     dev_ds = data.eval_dataset(config, dev_src, info, **pk)
   if config.dataset.num_classes not in (-1, info.num_classes):
     raise ConfigError(f"config.dataset.num_classes={config.dataset.num_classes} but {config.dataset.name} has "
@@ -482,7 +482,7 @@ def _finish(r: Run, state, last: Dict[str, Dict[str, float]]) -> Dict[str, Dict[
   if "eval" not in last or (r.eval_ema_step is not None and "eval_ema" not in last):
     last.update(eval_and_log(r, state, step))
   if r.dev_ds is not None:
-    last["selected"] = selected(workdir_lib.read_jsonl(r.writer.path), r.config.early_stopping.metric)
+    last["selected"] = selected(workdir_lib.read_jsonl(r.writer.path), r.config.model_selection.metric)
   written = workdir_lib.read_json(r.workdir / FINAL) if r.is_chief else None
   if r.is_chief and (written or {}).get("step") != step:  # absent, or from a shorter run this one extends
     workdir_lib.write_json(r.workdir / FINAL, {"step": step, **last})
