@@ -193,7 +193,7 @@ def _flatten(d) -> dict:
   return flax.traverse_util.flatten_dict(d, sep=".")
 
 
-def _renamed(d: dict) -> dict:
+def renamed_json(d: dict) -> dict:
   """A config as JSON with renamed blocks (RENAMED) under their new names; unset (None) old values dropped."""
   d = dict(d)
   for old, new in RENAMED.items():
@@ -205,10 +205,10 @@ def _renamed(d: dict) -> dict:
 def resume_differences(saved: dict, config) -> list:
   """Fields that differ between a workdir's saved config.json and `config`, other than RESUME_SAFE ones. A
   workdir written before a block was renamed (RENAMED) is read with the new name."""
-  now = _flatten(_renamed(json.loads(config.to_json_best_effort())))
-  old = _flatten(_renamed(saved))
-  defaults = _flatten(_renamed(json.loads(defaults_lib.get_config().to_json_best_effort())))  # a field added since the
-  # workdir was written counts as its default there
+  now = _flatten(renamed_json(json.loads(config.to_json_best_effort())))
+  old = _flatten(renamed_json(saved))
+  # A field added since the workdir was written counts as its default there.
+  defaults = _flatten(renamed_json(json.loads(defaults_lib.get_config().to_json_best_effort())))
   diffs = []
   for key in sorted(set(now) | set(old)):
     if any(key == s or (s.endswith(".") and key.startswith(s)) for s in RESUME_SAFE):

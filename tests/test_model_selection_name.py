@@ -81,3 +81,15 @@ def test_an_old_workdir_resumes_from_an_old_style_config_and_selects_the_same(tm
     loop.run(tiny_config(**old), str(tmp_path / "old"))
   final = lambda w: json.loads((tmp_path / w / "final_metrics.json").read_text())
   assert final("old")["selected"] == final("ref")["selected"] and final("ref")["selected"]["step"] in (3, 6)
+
+
+def test_plot_labels_do_not_tell_an_old_workdir_from_a_new_one_by_the_name(tmp_path):
+  from etils import epath
+  from experiments import plot
+  c = tiny_config(**{"model_selection.split": "test"})
+  config_lib.validate(c)
+  new = json.loads(c.to_json_best_effort())
+  for name, saved in (("new", new), ("old", _old_style(new))):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(json.dumps(saved))
+  assert plot.labels([epath.Path(tmp_path / "new"), epath.Path(tmp_path / "old")])[1] == {}
