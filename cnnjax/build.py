@@ -134,7 +134,7 @@ def saved_config(workdir) -> ml_collections.ConfigDict:
   if saved is None:
     raise ConfigError(f"{workdir} has no {workdir_lib.CONFIG}: not a training workdir")
   config = defaults.get_config()
-  config.update(saved)
+  config.update(config_lib.renamed_json(saved))   # a block saved under its old name is read under the new one
   return config
 
 

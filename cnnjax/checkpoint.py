@@ -30,15 +30,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from cnnjax import workdir as workdir_lib
-from cnnjax.errors import ConfigError
+from cnnjax.errors import ConfigError, RestoreError
 
 log = logging.getLogger("cnnjax")
 
 SEAL = "files.json"  # in a step directory: {path relative to it: [size, crc32]} of every file, once finalised
-
-
-class RestoreError(RuntimeError):
-  """A checkpoint could not be read for a reason other than damage to its files; nothing was renamed."""
 
 
 def shapes(tree) -> Dict[str, tuple]:

@@ -1,6 +1,8 @@
 """Config checks that run before anything compiles, and the fields a resumed run may change."""
 import json
+import logging
 import re
+import warnings
 from typing import List, Optional
 
 import flax
@@ -13,7 +15,10 @@ from cnnjax import models
 from cnnjax.errors import ConfigError
 from cnnjax.layers import IMPLS
 from cnnjax.layers.autotune import MODES as AUTOTUNE_MODES
+from cnnjax.train import probe
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
+
+log = logging.getLogger("cnnjax")
 
 DTYPES = ("float32", "bfloat16")
 
@@ -23,8 +28,43 @@ def _check(ok: bool, field: str, value, allowed: str) -> None:
     raise ConfigError(f"config.{field}={value!r} is invalid: {allowed}")
 
 
+# Blocks renamed: old name -> new name (same fields). The old block stays in the defaults with unset values, so
+# config files and --config.<old>.x=v overrides still work; `rename_deprecated` moves what they set.
+RENAMED = {"early_stopping": "model_selection"}
+
+
+def rename_deprecated(config) -> None:
+  """Moves the values set under a renamed block (RENAMED) to its new name, with a DeprecationWarning and a log
+  warning saying to rename it, and removes the old block, so the run and its config.json see only the new name.
+  Changes `config` in place (unlocking it for that)."""
+  defaults = defaults_lib.get_config()
+  for old, new in RENAMED.items():
+    if old not in config:
+      continue
+    given = {k: v for k, v in config[old].items() if v is not None}
+    for k, v in given.items():
+      if new in config and config[new][k] not in (v, defaults[new][k]):
+        raise ConfigError(f"config.{old}.{k}={v!r} and config.{new}.{k}={config[new][k]!r} disagree: "
+                          f"{old} is the old name of {new}; set only config.{new}.{k}")
+    with config.unlocked():
+      if new not in config:
+        config[new] = defaults[new]
+      for k, v in given.items():
+        config[new][k] = v
+      del config[old]
+    if given:
+      message = (f"config.{old} is deprecated: rename it to config.{new} (the same fields); "
+                 f"{', '.join(f'{old}.{k}={v!r}' for k, v in given.items())} taken as config.{new}")
+      warnings.warn(message, DeprecationWarning, stacklevel=2)
+      log.warning("%s", message)
+
+
 def validate(config) -> None:
-  """Raises ValueError naming the field, its value and what is allowed."""
+  """Raises ConfigError naming the field, its value and what is allowed: every check of the config that needs no
+  data, so a bad config fails before anything is read or compiled (checks that need the data or the parameters
+  run where those are first known, also before compiling). First renames deprecated blocks in place
+  (`rename_deprecated`)."""
+  rename_deprecated(config)
   c = config
   _check(isinstance(c.seed, int), "seed", c.seed, "an int")
   for f in ("batch_size", "eval_batch_size"):
@@ -57,12 +97,14 @@ def validate(config) -> None:
          f"a multiple of grad_accum_steps x device count = {c.grad_accum_steps * jax.device_count()}")
   _check(c.on_nonfinite in ("stop", "skip"), "on_nonfinite", c.on_nonfinite, "'stop' or 'skip'")
   _check(c.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite", c.max_consecutive_nonfinite, ">= 1")
-  for field, pattern in [("frozen", c.frozen), *[("init.dont_load", r) for r in c.init.dont_load],
+  for field, pattern in [("frozen", c.frozen), ("max_norm_pattern", c.max_norm_pattern),
+                         *[("init.dont_load", r) for r in c.init.dont_load],
                          *[("lr_mults", r) for r, _ in c.lr_mults]]:
     try:
       re.compile(pattern)
     except (re.error, TypeError) as e:
       raise ConfigError(f"config.{field}: {pattern!r} is not a regular expression ({e})") from None
+  _check(c.max_norm >= 0, "max_norm", c.max_norm, ">= 0 (0: no constraint)")
   _check(all(float(m) >= 0 for _, m in c.lr_mults), "lr_mults", c.lr_mults, "((regex, multiplier >= 0), ...)")
   _check(0 <= c.ema.decay < 1, "ema.decay", c.ema.decay, "in [0, 1) (0: no moving average)")
   _check(isinstance(c.ema.start_step, int) and c.ema.start_step >= 0, "ema.start_step", c.ema.start_step,
@@ -81,9 +123,11 @@ def validate(config) -> None:
   if c.mixup.alpha > 0 or c.cutmix.alpha > 0:
     _check(not data.is_text(c.dataset.name), "mixup.alpha" if c.mixup.alpha > 0 else "cutmix.alpha",
            c.mixup.alpha or c.cutmix.alpha, f"0 for a text data set ({c.dataset.name!r}: token ids do not mix)")
-  _check(c.early_stopping.metric in ("top1", "loss"), "early_stopping.metric", c.early_stopping.metric,
+  _check(c.model_selection.metric in ("top1", "loss"), "model_selection.metric", c.model_selection.metric,
          "'top1' or 'loss'")
-  models.registry.check(c.model.name, list(model_options(c, dtype=False)))
+  if c.linear_probe.enabled:
+    probe.check(c.linear_probe)
+  models.registry.check_values(c.model.name, model_options(c, dtype=False))
 
 
 # Fields of config.model that are not options of the model itself.
@@ -149,12 +193,22 @@ def _flatten(d) -> dict:
   return flax.traverse_util.flatten_dict(d, sep=".")
 
 
+def renamed_json(d: dict) -> dict:
+  """A config as JSON with renamed blocks (RENAMED) under their new names; unset (None) old values dropped."""
+  d = dict(d)
+  for old, new in RENAMED.items():
+    if isinstance(d.get(old), dict):
+      d[new] = {**d.get(new, {}), **{k: v for k, v in d.pop(old).items() if v is not None}}
+  return d
+
+
 def resume_differences(saved: dict, config) -> list:
-  """Fields that differ between a workdir's saved config.json and `config`, other than RESUME_SAFE ones."""
-  now = _flatten(json.loads(config.to_json_best_effort()))
-  old = _flatten(saved)
-  defaults = _flatten(json.loads(defaults_lib.get_config().to_json_best_effort()))  # a field added since the
-  # workdir was written counts as its default there
+  """Fields that differ between a workdir's saved config.json and `config`, other than RESUME_SAFE ones. A
+  workdir written before a block was renamed (RENAMED) is read with the new name."""
+  now = _flatten(renamed_json(json.loads(config.to_json_best_effort())))
+  old = _flatten(renamed_json(saved))
+  # A field added since the workdir was written counts as its default there.
+  defaults = _flatten(renamed_json(json.loads(defaults_lib.get_config().to_json_best_effort())))
   diffs = []
   for key in sorted(set(now) | set(old)):
     if any(key == s or (s.endswith(".") and key.startswith(s)) for s in RESUME_SAFE):

@@ -35,15 +35,20 @@ def get_config():
   c.adadelta_rho = 0.95              # Kim (2014)'s Adadelta
   c.adadelta_eps = 1e-6
   c.max_norm = 0.0                   # > 0: l2 max-norm of the columns of the kernels matching max_norm_pattern
-  c.max_norm_pattern = "output/kernel"   # regex over '/'-joined parameter paths (full match)
+  c.max_norm_pattern = "output/kernel"   # regex over '/'-joined parameter paths (re.search: cnnjax/param_paths.py)
   c.weight_decay = 1e-4
   c.weight_decay_norm_and_bias = False
   c.grad_clip_norm = 0.0             # 0: no clipping
-  # Model selection (Kim 2014's early stopping): also evaluate `split` at every eval, and report in
-  # final_metrics.json ('selected') the eval split's metrics at the step of the best `metric` on it (ties: later).
-  c.early_stopping = ml_collections.ConfigDict()
-  c.early_stopping.split = ""        # '' off; e.g. 'dev'
-  c.early_stopping.metric = "top1"   # 'top1' (highest) or 'loss' (lowest)
+  # Model selection (what Kim 2014 calls early stopping; training is not stopped): also evaluate `split` at every
+  # eval, and report in final_metrics.json ('selected') the eval split's metrics at the step of the best `metric`
+  # on it (ties: later).
+  c.model_selection = ml_collections.ConfigDict()
+  c.model_selection.split = ""       # '' off; e.g. 'dev'
+  c.model_selection.metric = "top1"  # 'top1' (highest) or 'loss' (lowest)
+  # The old name of model_selection, kept so that configs and --config.early_stopping.x=v still work: values set
+  # here move to model_selection with a deprecation warning when the config is validated (cnnjax/config.py).
+  c.early_stopping = ml_collections.ConfigDict({"split": config_dict.placeholder(str),
+                                                "metric": config_dict.placeholder(str)})
   # Transfer (cnnjax/train/transfer.py): start from other weights, train part of the network.
   c.init = ml_collections.ConfigDict()
   c.init.checkpoint = ""             # a workdir or a `python -m cnnjax.pretrained` directory; '' = from scratch

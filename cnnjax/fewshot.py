@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import build, viz
+from cnnjax.errors import ConfigError
 
 METRICS = ("euclidean", "cosine")
 
@@ -238,5 +239,5 @@ def embed(workdir_or_variables, layers, images, *, model=None, batch_size: int =
                           pool=True)
   missing = [n for n in names if n not in maps]
   if missing:
-    raise ValueError(f"layers {missing} are not modules of {type(model).__name__}; some that are: {list(maps)}")
+    raise ConfigError(f"layers {missing} are not modules of {type(model).__name__}; some that are: {list(maps)}")
   return maps[names[0]] if isinstance(layers, str) else {n: maps[n] for n in names}

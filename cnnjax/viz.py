@@ -27,6 +27,7 @@ from flax import traverse_util
 from jax import lax
 
 from cnnjax import build, data, layers
+from cnnjax.errors import ConfigError
 from cnnjax import workdir as workdir_lib
 from cnnjax.data.pipeline import preprocess
 
@@ -157,7 +158,9 @@ def feature_maps(model, variables, images, select=None, *, batch_size: Optional[
   images = np.asarray(images)
   order = _call_order(model, images.shape[1:], chosen)
   if not order:
-    raise ValueError(f"select={select!r} matches no module of {type(model).__name__}")
+    some = _call_order(model, images.shape[1:], lambda m, method: method == "__call__" and bool(m.scope.path))
+    raise ConfigError(f"select={select!r} (--layers) matches no module of {type(model).__name__}: a regex over "
+                      f"whole module paths, such as {some[:8]}")
 
   @jax.jit
   def apply(v, x):

@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from etils import epath
 
-from cnnjax.errors import ConfigError
+from cnnjax.errors import ConfigError, WorkdirBusyError
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -228,10 +228,6 @@ def move_aside(workdir) -> Optional[epath.Path]:
   for name in names:
     (workdir / name).rename(dst / name)
   return dst
-
-
-class WorkdirBusyError(RuntimeError):
-  """Another live process holds the workdir's lock."""
 
 
 class Lock:

@@ -20,6 +20,7 @@ lr 0.1 and 0.01 unclipped diverged or died (loss stuck at ln 10); lr 0.02 / 0.05
 53% test top-1; zero-initialising the last conv of each block (`zero_init_residual`) made the signal vanish
 instead (17% at lr 0.1, clipped). docs/ablation.md has the full runs.
 """
+from cnnjax.errors import ConfigError
 from configs import resnet
 
 
@@ -31,7 +32,7 @@ def get_config(preset: str = "digits"):
   if preset in ("fashion_mnist_seeds", "fashion_mnist_seeds_plain"):
     return _fashion_mnist_seeds(residual=preset == "fashion_mnist_seeds")
   if preset != "digits":
-    raise ValueError(f"unknown preset {preset!r} for configs/ablation.py; known: {PRESETS}")
+    raise ConfigError(f"unknown preset {preset!r} for configs/ablation.py; known: {PRESETS}")
   c = resnet.get_config(preset)
   c.dataset.image_size = 16
   c.dataset.augment = "pad_crop"

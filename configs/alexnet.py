@@ -10,6 +10,7 @@ Paper recipe (Sec. 5): 227x227 crops of 256x256 images + flips + PCA colour nois
 weight decay 5e-4, lr 0.01 divided by 10 when the validation error stopped improving (3 times), ~90 epochs,
 dropout 0.5; top-1 / top-5 error 40.7% / 18.2% for one net (Table 2).
 """
+from cnnjax.errors import ConfigError
 from configs import default, resnet
 
 
@@ -32,7 +33,7 @@ def get_config(preset: str = "digits"):
     c.learning_rate = 0.01
     c.weight_decay = 5e-4
   else:
-    raise ValueError(f"unknown preset {preset!r} for configs/alexnet.py; known: ['digits', 'imagenet']")
+    raise ConfigError(f"unknown preset {preset!r} for configs/alexnet.py; known: ['digits', 'imagenet']")
   c.model.name = "alexnet"
   c.model.dropout_rate = 0.5
   return c

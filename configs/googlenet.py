@@ -11,6 +11,7 @@ Paper recipe (Sec. 6): asynchronous SGD, momentum 0.9, lr decreased 4% every 8 e
 8%-100% area and 3/4-4/3 aspect ratio, photometric distortions; auxiliary losses weighted 0.3 (the loop's
 `aux_loss_weight`); one model: 10.07% top-5 error on ILSVRC 2014 validation (Table 3 ensemble of 7: 6.67%).
 """
+from cnnjax.errors import ConfigError
 from configs import default, resnet
 
 
@@ -30,7 +31,7 @@ def get_config(preset: str = "digits"):
     c.num_epochs = 3
     c.learning_rate = 0.01
   else:
-    raise ValueError(f"unknown preset {preset!r} for configs/googlenet.py; known: ['digits', 'imagenet', "
+    raise ConfigError(f"unknown preset {preset!r} for configs/googlenet.py; known: ['digits', 'imagenet', "
                      f"'torchvision']")
   c.model.name = "googlenet"
   c.model.layout = "torchvision" if preset == "torchvision" else "paper"

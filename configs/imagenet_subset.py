@@ -35,6 +35,7 @@ How to run (the data cannot be downloaded automatically: ImageNet needs a login)
      --command "..."`) with a gs:// workdir and data_dir; JAX finds the other hosts itself. GPU clusters under
      SLURM: `srun` the same command once per host. See docs/guide/scaling.md.
 """
+from cnnjax.errors import ConfigError
 from configs import resnet
 
 SUBSETS = {"1pct": ("imagenet2012_subset/1pct", 1000), "10pct": ("imagenet2012_subset/10pct", 200)}
@@ -48,7 +49,7 @@ def get_config(preset: str = "10pct"):
     c.eval_every_steps = -1
     return c
   if preset not in SUBSETS:
-    raise ValueError(f"unknown preset {preset!r} for configs/imagenet_subset.py; known: "
+    raise ConfigError(f"unknown preset {preset!r} for configs/imagenet_subset.py; known: "
                      f"{sorted(SUBSETS) + ['imagenette']}")
   c = resnet.get_config("imagenet")
   c.dataset.name, c.num_epochs = SUBSETS[preset]

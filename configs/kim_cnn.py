@@ -14,13 +14,15 @@ are read from --config.dataset.data_dir (cnnjax/data/text.py); `--config.dataset
 `--config.dataset.eval_split=validation`) or `trec` read prepared TFDS copies instead.
 
 Paper recipe (Sec. 3.1): windows 3, 4, 5 with 100 maps each, ReLU, dropout 0.5, l2 max-norm s = 3 on the
-output layer's weight columns, mini-batches of 50, Adadelta (rho 0.95, eps 1e-6), 25 epochs, early stopping on
-a dev split (10% of the training data where there is none). Variants: --config.model.variant=rand (default) |
-static | non-static | multichannel, the last three with --config.dataset.vectors=<GloVe .txt or word2vec .bin>
-(the paper: 300-d word2vec trained on Google News; --config.model.embed_dim must match the file).
+output layer's weight columns, mini-batches of 50, Adadelta (rho 0.95, eps 1e-6), 25 epochs, the paper's early
+stopping as model selection on a dev split (`model_selection`; 10% of the training data where there is none).
+Variants: --config.model.variant=rand (default) | static | non-static | multichannel, the last three with
+--config.dataset.vectors=<GloVe .txt or word2vec .bin> (the paper: 300-d word2vec trained on Google News;
+--config.model.embed_dim must match the file).
 Table 2, CNN-rand: MR 76.1, SST-1 45.0, SST-2 82.7, Subj 89.6, TREC 91.2, CR 79.8, MPQA 83.4.
 """
 
+from cnnjax.errors import ConfigError
 from configs import default
 
 PRESETS = {
@@ -33,7 +35,7 @@ def get_config(preset: str = "mr"):
   if preset in SWEEPS:
     return SWEEPS[preset]()
   if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r} for configs/kim_cnn.py; known: {[*PRESETS, *SWEEPS]}")
+    raise ConfigError(f"unknown preset {preset!r} for configs/kim_cnn.py; known: {[*PRESETS, *SWEEPS]}")
   c = default.get_config()
   c.model.name = "kim_cnn"
   c.model.variant = "rand"
@@ -45,7 +47,7 @@ def get_config(preset: str = "mr"):
   c.dataset.train_split = "train"
   c.dataset.eval_split = "test"
   # dataset.num_folds, fold, split_seed, dev_fraction, max_len, vectors: the base config's text fields.
-  c.early_stopping.split = "dev"     # model selection on dev (Kim's early stopping), evaluated every epoch
+  c.model_selection.split = "dev"    # model selection on dev (Kim's early stopping), evaluated every epoch
   c.batch_size = 50
   c.eval_batch_size = 100
   c.num_epochs = 25

@@ -17,6 +17,7 @@ Levenberg-Marquardt with a global step size decreased from 5e-4 to 1e-5, MAP los
 reaches 0.95% test error on MNIST (0.8% with distortions). Here: SGD + momentum on cross-entropy over -RBF
 distances, which trains the same network; use `--config.dataset.name=mnist` once MNIST is prepared.
 """
+from cnnjax.errors import ConfigError
 from configs import default
 
 
@@ -28,7 +29,7 @@ def get_config(preset: str = "lenet5"):
     c.sweep = ((("model.modern", "learning_rate"), ((False, 0.001), (True, 0.02))),)
     return c
   if preset not in known:
-    raise ValueError(f"unknown preset {preset!r} for configs/lenet.py; known: {list(known)}")
+    raise ConfigError(f"unknown preset {preset!r} for configs/lenet.py; known: {list(known)}")
   c.model.name = "lenet1" if preset == "lenet1" else "lenet5"
   if preset != "lenet1":
     c.model.modern = preset.endswith("modern")

@@ -29,6 +29,7 @@ at 176 and evaluates at 224 from 232), no repeated-augmentation sampler, biases 
 and the EMA updated every step with decay 0.99997 (torchvision: every 32 steps with its decay 0.99998 scaled by
 batch x 32 / epochs, about 0.99891 per 32 steps = 0.999966 per step), starting after the warm-up as theirs.
 """
+from cnnjax.errors import ConfigError
 from configs import ablation, resnet
 
 PRESETS = ("fashion_mnist", "imagenet_resnet50")
@@ -47,7 +48,7 @@ def get_config(preset: str = "fashion_mnist"):
     return _fashion_mnist()
   if preset == "imagenet_resnet50":
     return _imagenet_resnet50()
-  raise ValueError(f"unknown preset {preset!r} for configs/recipes.py; known: {PRESETS}")
+  raise ConfigError(f"unknown preset {preset!r} for configs/recipes.py; known: {PRESETS}")
 
 
 def _fashion_mnist():

@@ -25,6 +25,7 @@ CIFAR ResNet-56) and `synthetic` (random data). TFDS data sets must be prepared 
 """
 from ml_collections import config_dict
 
+from cnnjax.errors import ConfigError
 from configs import default
 
 
@@ -115,7 +116,7 @@ def get_config(preset: str = "digits"):
     c.batch_size = 64
     c.num_epochs = 1
   else:
-    raise ValueError(f"unknown preset {preset!r} for configs/resnet.py; known: {PRESETS}")
+    raise ConfigError(f"unknown preset {preset!r} for configs/resnet.py; known: {PRESETS}")
   return c
 
 

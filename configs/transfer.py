@@ -25,6 +25,7 @@ the 1,442 digits: the CPU budget of docs/transfer.md). Nothing is tuned. Results
   for p in fashion_scratch fashion_probe ...; do
     python -m experiments.sweep --config configs/transfer.py:$p --workdir runs/transfer/$p; done
 """
+from cnnjax.errors import ConfigError
 from configs import resnet
 
 BASE = "runs/fashion_base04"
@@ -40,7 +41,7 @@ BUDGETS = _few(0) + ((-1, 0, 128, ALL_STEPS),) + _few(1) + _few(2)
 
 def get_config(preset: str = "fashion_finetune"):
   if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r} for configs/transfer.py; known: {PRESETS}")
+    raise ConfigError(f"unknown preset {preset!r} for configs/transfer.py; known: {PRESETS}")
   target, method = preset.split("_")
   c = resnet.get_config("fashion_mnist")       # ResNet-20, 28x28, SGD + Nesterov, cosine, batch 128
   if target == "fashion":

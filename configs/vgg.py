@@ -12,6 +12,7 @@ lr 0.01 divided by 10 three times on plateaus, 74 epochs, 224 crops of rescaled 
 deeper columns initialised from column A. Single-scale top-1/top-5 error (Table 3): A 29.6/10.4, B 28.7/9.9,
 C 28.1/9.4, D 27.0/8.8, E 27.3/9.0.
 """
+from cnnjax.errors import ConfigError
 from configs import default, resnet
 
 
@@ -36,6 +37,6 @@ def get_config(preset: str = "digits"):
     c.learning_rate = 0.01
     c.weight_decay = 5e-4
   else:
-    raise ValueError(f"unknown preset {preset!r} for configs/vgg.py; known: ['digits', 'imagenet']")
+    raise ConfigError(f"unknown preset {preset!r} for configs/vgg.py; known: ['digits', 'imagenet']")
   c.model.dropout_rate = 0.5
   return c

@@ -39,8 +39,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from cnnjax.layers import cpu_fast
   cpu_fast.set_xla_flags()  # the project's CPU XLA flags, before JAX starts a backend
-  from cnnjax import checkpoint, workdir
-  from cnnjax.errors import ConfigError
+  from cnnjax import errors
   from cnnjax.train import loop  # imports jax after absl has parsed flags
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax and Grain log every save at INFO
   logging.getLogger("cnnjax").setLevel(logging.INFO)
@@ -53,19 +52,16 @@ def main(argv):
             f"on {int(ev['count'])} examples")
       return
     loop.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CHANGE.value, restart=_RESTART.value)
-  except ConfigError as e:  # a bad value, name or --workdir: one message, status 2 like other bad arguments
+  except errors.ConfigError as e:  # a bad value, name or --workdir: one message, status 2 like other bad arguments
     sys.stderr.write(f"FATAL: {e}\n")
     sys.exit(2)
-  except workdir.WorkdirBusyError as e:
+  except errors.WorkdirBusyError as e:
     sys.stderr.write(f"FATAL: {e}\n")
     sys.exit(EXIT_BUSY)
-  except checkpoint.RestoreError as e:
+  except (errors.RestoreError, errors.NonFiniteError) as e:
     sys.stderr.write(f"FATAL: {e}\n")
     sys.exit(1)
-  except loop.NonFiniteError as e:
-    sys.stderr.write(f"FATAL: {e}\n")
-    sys.exit(1)
-  except loop.Preempted as e:
+  except errors.Preempted as e:
     sys.stderr.write(f"{e}\n")
     sys.exit(loop.EXIT_PREEMPTED)
 

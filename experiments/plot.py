@@ -24,6 +24,7 @@ import scipy.stats  # installed with scikit-learn, a dependency of the library
 from absl import flags
 
 from cnnjax import cli, viz
+from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
 
 M = workdir_lib.METRICS
@@ -44,8 +45,8 @@ def find_workdirs(paths):
 
 def labels(workdirs):
   """{workdir: 'name=resnet56, residual=False, ...'} from the config fields that differ between runs."""
-  cfgs = {w: flax.traverse_util.flatten_dict(workdir_lib.read_json(w / workdir_lib.CONFIG) or {}, sep=".")
-          for w in workdirs}
+  read = lambda w: config_lib.renamed_json(workdir_lib.read_json(w / workdir_lib.CONFIG) or {})  # old names: new
+  cfgs = {w: flax.traverse_util.flatten_dict(read(w), sep=".") for w in workdirs}
   keys = sorted({k for c in cfgs.values() for k in c})
   varying = [k for k in keys if k != "sweep" and len({json.dumps(c.get(k), sort_keys=True) for c in cfgs.values()}) > 1]
   if not varying:

@@ -343,14 +343,14 @@ def test_every_preset_validates_and_builds_on_its_files(tmp_path, preset):
 
 @pytest.mark.slow
 def test_model_selection_on_dev_reports_the_eval_at_the_best_dev_step(tmp_path):
-  """early_stopping.split='dev' (the :sst2 preset): dev is evaluated at every eval, and final_metrics.json's
+  """model_selection.split='dev' (the :sst2 preset): dev is evaluated at every eval, and final_metrics.json's
   'selected' holds the eval metrics at the step of the best dev top-1, the later one on ties (Kim's >=)."""
   import json
   from cnnjax.train import loop
   from cnnjax.workdir import read_jsonl
   c = _toy_sst(tmp_path, num_train_steps=30, eval_every_steps=5, checkpoint_every_steps=30, log_every_steps=5,
                learning_rate=0.05)
-  assert c.early_stopping.split == "dev"
+  assert c.model_selection.split == "dev"
   loop.run(c, str(tmp_path / "w"))
   entries = read_jsonl(str(tmp_path / "w" / "metrics.jsonl"))
   dev = [e for e in entries if e["split"] == "dev"]

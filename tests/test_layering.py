@@ -7,7 +7,8 @@ from tests import helpers
 
 # Layers, bottom first: a module may import its own layer and those below (no cycle), never one above.
 LAYERS = [
-    ("base", ("cnnjax.errors", "cnnjax.cli", "cnnjax.workdir", "cnnjax.metrics", "cnnjax.parallel")),
+    ("base", ("cnnjax.errors", "cnnjax.param_paths", "cnnjax.cli", "cnnjax.workdir", "cnnjax.metrics",
+              "cnnjax.parallel")),
     ("layers", ("cnnjax.layers",)),
     ("models and data", ("cnnjax.models", "cnnjax.data")),
     ("checkpoints and pretrained weights", ("cnnjax.checkpoint", "cnnjax.pretrained")),

@@ -4,7 +4,7 @@ import dataclasses
 import os
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
-from cnnjax.errors import ConfigError
+from cnnjax.errors import NotPreparedError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,11 +22,6 @@ class DatasetInfo:
   input_shape: Optional[Tuple[int, ...]] = None
   input_dtype: str = "float32"
   model_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-
-
-class NotPreparedError(FileNotFoundError, ConfigError):
-  """A data set found in none of the places it is looked for; its message (`not_prepared`) says how to get it.
-  A ConfigError too, so entry points print it without a traceback."""
 
 
 def not_prepared(name: str, searched: Sequence[str], prepare: Sequence[str]) -> NotPreparedError:

@@ -19,16 +19,12 @@ from typing import List, Optional
 
 import numpy as np
 
-from cnnjax.errors import ConfigError
+from cnnjax.errors import BadFileError, ConfigError
 
 log = logging.getLogger("cnnjax")
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 ON_BAD_FILE = ("stop", "skip")
-
-
-class BadFileError(ConfigError):
-  """A file in an image folder that is not a readable image; the message names the path."""
 
 
 def _visible(names):

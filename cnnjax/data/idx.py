@@ -12,7 +12,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from cnnjax.errors import ConfigError
+from cnnjax.errors import IdxError
 
 UINT8 = 0x08
 # The four files of MNIST and Fashion-MNIST, by split, as (images, labels), without the optional '.gz'.
@@ -20,10 +20,6 @@ FILES: Dict[str, Tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-
-
-class IdxError(ConfigError):
-  """A file that is not a well-formed IDX file of the expected kind; the message names the file."""
 
 
 def _open(path: str):

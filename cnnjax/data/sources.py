@@ -21,9 +21,9 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from cnnjax.data import folder, idx, registry, text
-from cnnjax.data.base import DatasetInfo, NotPreparedError, default_data_dir, not_prepared  # noqa: F401 (re-exported)
-from cnnjax.data.transforms import BadExampleError, EncodedImage
-from cnnjax.errors import ConfigError
+from cnnjax.data.base import DatasetInfo, default_data_dir, not_prepared  # noqa: F401 (re-exported)
+from cnnjax.data.transforms import EncodedImage
+from cnnjax.errors import BadExampleError, ConfigError, DataNotFoundError, NotPreparedError  # noqa: F401
 
 
 class ArraySource:
@@ -261,7 +261,6 @@ def tfds_source(cfg, split: str, name: str):
 IDX_NAMES = ("mnist", "fashion_mnist")   # TFDS families that are read from their original IDX files too
 IDX_SYSTEM_DIRS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}   # Debian's dataset-fashion-mnist
 APT_COMMANDS = {"fashion_mnist": "apt-get install dataset-fashion-mnist"}
-DataNotFoundError = NotPreparedError   # its former name here (one error for every data set that is not there)
 
 
 def _idx_dir(name: str, data_dir: Optional[str]) -> Optional[str]:

@@ -40,17 +40,13 @@ import grain
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-from cnnjax.errors import ConfigError
+from cnnjax.errors import BadExampleError, ConfigError
 
 AUGMENTS = ("none", "flip", "pad_crop", "pad_crop_flip", "inception_crop", "inception_crop_flip", "center_crop")
 FITS = ("resize", "pad")
 
 Box = Tuple[int, int, int, int]   # (top, left, height, width)
 DRAFT_SCALES = (8, 4, 2)          # the reductions libjpeg decodes directly (PIL's JpegImageFile.draft)
-
-
-class BadExampleError(ValueError):
-  """An example whose image or label does not fit its data set."""
 
 
 def draft_scale(box: Box, size: int) -> int:

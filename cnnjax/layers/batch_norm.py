@@ -8,21 +8,22 @@ of a ResNet-18 CIFAR train step. That is a CPU speed path (cpu_fast.colsum), tak
 only; 'xla' (the default) and other backends use plain reductions: there XLA fuses them well, and on TPU a
 float32 dot would need HIGHEST precision.
 
-`frozen_statistics(pattern)`: while a model is traced inside it, every BatchNorm whose parameters all match
-`pattern` (a regex over '/'-joined paths such as 'stage1_block1/BatchNorm_0/scale') runs as in evaluation, also
+`frozen_statistics(pattern)`: while a model is traced inside it, every BatchNorm whose parameters `pattern` all
+selects (a regex over '/'-joined paths such as 'stage1_block1/BatchNorm_0/scale', cnnjax.param_paths's rule,
+as `frozen`'s) runs as in evaluation, also
 in training: it normalises with its running statistics and leaves them unchanged (a frozen layer, see
 cnnjax/train/transfer.py).
 """
 import contextlib
 import functools
-import re
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from cnnjax import param_paths
 from cnnjax.layers.cpu_fast import colsum
 
 IMPLS = ("xla", "auto")
@@ -59,14 +60,14 @@ def _backward(epsilon, auto, res, cts):
 batch_norm_train.defvjp(_forward, _backward)
 
 
-_FROZEN: List[Optional[re.Pattern]] = []   # the patterns of the active frozen_statistics() blocks
+_FROZEN: List[str] = []   # the patterns of the active frozen_statistics() blocks
 
 
 @contextlib.contextmanager
 def frozen_statistics(pattern: str):
   """Inside the block, batch norms whose parameters all match `pattern` use their running statistics (see the
   module docstring); '' freezes none. A trace-time switch: enter it inside the function that is jitted."""
-  _FROZEN.append(re.compile(pattern) if pattern else None)
+  _FROZEN.append(pattern)
   try:
     yield
   finally:
@@ -74,8 +75,8 @@ def frozen_statistics(pattern: str):
 
 
 def _frozen(path, names) -> bool:
-  prefix = "/".join(path)
-  return bool(names) and any(p is not None and all(p.search(f"{prefix}/{n}") for n in names) for p in _FROZEN)
+  return bool(names) and any(all(param_paths.matches(p, param_paths.path_str((*path, n))) for n in names)
+                             for p in _FROZEN)
 
 
 class BatchNorm(nn.Module):

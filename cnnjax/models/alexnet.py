@@ -14,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax.errors import ConfigError
 from cnnjax.layers import Conv, MaxPool, local_response_norm, logs_conv_impls
 from cnnjax.models.pooling import adaptive_avg_pool
 from cnnjax.models.registry import register
@@ -28,11 +29,15 @@ class AlexNet(nn.Module):
   param_dtype: Any = jnp.float32
   conv_impl: str = "xla"
 
+  def check(self):
+    """Raises ConfigError for option values that cannot build the network (config.validate calls it)."""
+    if self.variant not in ("paper", "owt"):
+      raise ConfigError(f"config.model.variant={self.variant!r} is invalid: one of ('paper', 'owt')")
+
   @nn.compact
   @logs_conv_impls
   def __call__(self, x, *, train: bool):
-    if self.variant not in ("paper", "owt"):
-      raise ValueError(f"variant={self.variant!r} is not one of ('paper', 'owt')")
+    self.check()
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, impl=self.conv_impl)
     x = x.astype(self.dtype)
     pool = lambda y: MaxPool(3, 2)(y)

@@ -4,6 +4,7 @@ from typing import Any, Callable, Optional
 
 import flax.linen as nn
 
+from cnnjax.errors import ConfigError
 from cnnjax.layers import BatchNorm
 
 NORMS = ("batch", "group", "layer", "none")
@@ -14,7 +15,7 @@ he_normal = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def check_norm(norm: str) -> None:
   if norm not in NORMS:
-    raise ValueError(f"norm={norm!r} is not one of {NORMS}")
+    raise ConfigError(f"config.model.norm={norm!r} is invalid: one of {NORMS}")
 
 
 def norm_impl(conv_impl: str) -> str:

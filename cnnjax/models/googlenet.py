@@ -15,6 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax.errors import ConfigError
 from cnnjax.layers import AvgPool, BatchNorm, Conv, MaxPool, local_response_norm, logs_conv_impls
 from cnnjax.models.common import norm_impl
 from cnnjax.models.pooling import adaptive_avg_pool
@@ -91,11 +92,15 @@ class GoogLeNet(nn.Module):
   param_dtype: Any = jnp.float32
   conv_impl: str = "xla"
 
+  def check(self):
+    """Raises ConfigError for option values that cannot build the network (config.validate calls it)."""
+    if self.layout not in ("paper", "torchvision"):
+      raise ConfigError(f"config.model.layout={self.layout!r} is invalid: one of ('paper', 'torchvision')")
+
   @nn.compact
   @logs_conv_impls
   def __call__(self, x, *, train: bool):
-    if self.layout not in ("paper", "torchvision"):
-      raise ValueError(f"layout={self.layout!r} is not one of ('paper', 'torchvision')")
+    self.check()
     tv = self.layout == "torchvision"
 
     def conv(features, kernel, stride=1, name=None):

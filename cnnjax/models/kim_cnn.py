@@ -67,22 +67,27 @@ class KimCNN(nn.Module):
   conv_impl: str = "xla"
 
   def check(self):
-    """Raises ConfigError for options that cannot build the network."""
+    """Raises ConfigError for option values that cannot build the network (config.validate calls it, before the
+    data gives vocab_size and the vectors; `check_data` checks those at build time)."""
     if self.variant not in VARIANTS:
       raise ConfigError(f"config.model.variant={self.variant!r} is invalid: one of {VARIANTS}")
+    if not self.windows or min(self.windows) < 1:
+      raise ConfigError(f"config.model.windows={tuple(self.windows)!r} is invalid: positive window sizes")
+
+  def check_data(self):
+    """Raises ConfigError for options that do not fit what the data gave (vocab_size, embedding_init)."""
     if self.variant != "rand" and self.embedding_init is None:
       raise ConfigError(f"config.model.variant={self.variant!r} needs pretrained word vectors: set "
                         f"config.dataset.vectors (a GloVe text or word2vec .bin file)")
     if self.vocab_size < 2:
       raise ConfigError(f"vocab_size={self.vocab_size} is invalid: the data set's vocabulary size (>= 2)")
-    if not self.windows or min(self.windows) < 1:
-      raise ConfigError(f"config.model.windows={tuple(self.windows)!r} is invalid: positive window sizes")
     if self.embedding_init is None and self.embed_dim < 1:
       raise ConfigError(f"config.model.embed_dim={self.embed_dim} is invalid: a positive width")
 
   @nn.compact
   def __call__(self, ids, *, train: bool):
     self.check()
+    self.check_data()
     init = self.embedding_init or uniform_embedding_init
     shape = (self.vocab_size, self.embed_dim)
     table = self.param("embedding", init, shape, self.param_dtype)

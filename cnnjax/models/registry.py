@@ -45,6 +45,16 @@ def check(name: str, option_names) -> None:
     raise ConfigError(f"model {name!r} has no option(s) {bad}{hint}; its options are: {allowed}")
 
 
+def check_values(name: str, opts) -> None:
+  """Raises ConfigError if the option values `opts` cannot build model `name`: its family's `check()` (config
+  fields only, run before any data is read or anything compiled; checks that need the data run when it is built)."""
+  check(name, opts)
+  cls, preset = _lookup(name)
+  module = cls(num_classes=1, **{**preset, **opts})
+  if hasattr(module, "check"):
+    module.check()
+
+
 def create(name: str, *, num_classes: int, **opts: Any) -> nn.Module:
   """Builds model `name` with `num_classes` outputs; `opts` are the family's options (see `options(name)`)."""
   cls, preset = _lookup(name)

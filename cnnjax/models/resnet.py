@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax.errors import ConfigError
 from cnnjax.layers import Conv, MaxPool, logs_conv_impls
 from cnnjax.models.common import check_norm, he_normal, make_norm
 from cnnjax.models.registry import register
@@ -95,14 +96,18 @@ class ResNet(nn.Module):
   param_dtype: Any = jnp.float32
   conv_impl: str = "xla"
 
+  def check(self):
+    """Raises ConfigError for option values that cannot build the network (config.validate calls it)."""
+    check_norm(self.norm)
+    if self.shortcut not in SHORTCUTS:
+      raise ConfigError(f"config.model.shortcut={self.shortcut!r} is invalid: one of {SHORTCUTS}")
+    if self.stem not in ("imagenet", "cifar"):
+      raise ConfigError(f"config.model.stem={self.stem!r} is invalid: one of ('imagenet', 'cifar')")
+
   @nn.compact
   @logs_conv_impls
   def __call__(self, x, *, train: bool):
-    check_norm(self.norm)
-    if self.shortcut not in SHORTCUTS:
-      raise ValueError(f"shortcut={self.shortcut!r} is not one of {SHORTCUTS}")
-    if self.stem not in ("imagenet", "cifar"):
-      raise ValueError(f"stem={self.stem!r} is not one of ('imagenet', 'cifar')")
+    self.check()
     norm = make_norm(self.norm, train=train, dtype=self.dtype, param_dtype=self.param_dtype,
                      conv_impl=self.conv_impl)
     conv = functools.partial(Conv, use_bias=norm is None, dtype=self.dtype, param_dtype=self.param_dtype,

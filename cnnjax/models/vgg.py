@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax.errors import ConfigError
 from cnnjax.layers import BatchNorm, Conv, MaxPool, local_response_norm, logs_conv_impls
 from cnnjax.models.common import norm_impl
 from cnnjax.models.pooling import adaptive_avg_pool
@@ -39,11 +40,15 @@ class VGG(nn.Module):
   param_dtype: Any = jnp.float32
   conv_impl: str = "xla"
 
+  def check(self):
+    """Raises ConfigError for option values that cannot build the network (config.validate calls it)."""
+    if self.column not in COLUMNS:
+      raise ConfigError(f"config.model.column={self.column!r} is invalid: one of {sorted(COLUMNS)}")
+
   @nn.compact
   @logs_conv_impls
   def __call__(self, x, *, train: bool):
-    if self.column not in COLUMNS:
-      raise ValueError(f"column={self.column!r} is not one of {sorted(COLUMNS)}")
+    self.check()
     x = x.astype(self.dtype)
     i = 0
     for layer in COLUMNS[self.column]:

@@ -25,7 +25,7 @@ from cnnjax import build, checkpoint, data, layers, metrics, models, parallel
 from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
-from cnnjax.errors import ConfigError
+from cnnjax.errors import ConfigError, NonFiniteError, Preempted
 from cnnjax.layers import autotune
 from cnnjax.train import probe, state as state_lib, transfer
 
@@ -39,19 +39,6 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped by a signal after saving a checkpoin
 # that one slow batch (a cold page cache, an evaluation's aftermath) does not warn. Repeated every
 # INPUT_WAIT_REPEAT intervals while it lasts, so a long run's log is not one warning per line.
 INPUT_WAIT_WARN, INPUT_WAIT_PATIENCE, INPUT_WAIT_REPEAT = 0.2, 3, 50
-
-
-class Preempted(Exception):
-  """Raised after a SIGTERM/SIGINT once the checkpoint at `step` is saved and metrics are flushed."""
-
-  def __init__(self, step: int, signum: int):
-    super().__init__(f"stopped by signal {signal.Signals(signum).name} at step {step}; checkpoint saved. "
-                     f"Run the same command again to resume.")
-    self.step, self.signum = step, signum
-
-
-class NonFiniteError(RuntimeError):
-  """The loss or the gradients went NaN/Inf (config.on_nonfinite='stop', or too many skips in a row)."""
 
 
 class _SignalFlag:
@@ -173,7 +160,7 @@ class Run:
   eval_ema_step: Optional[Callable]  # the moving average's, where config.ema.decay > 0 (logged as 'eval_ema')
   make_train_iter: Callable[[int], Any]  # start step -> iterator of local batches
   eval_ds: Any
-  dev_ds: Any                       # config.early_stopping.split's batches, or None
+  dev_ds: Any                       # config.model_selection.split's batches, or None
   batch_sharding: Any
   ckpt: checkpoint.Manager
   writer: workdir_lib.MetricsWriter
@@ -255,8 +242,8 @@ def _data(config, workdir, pk):
   info, prep = transfer.pretrained_preprocessing(config, info)
   eval_src, _ = data.eval_source(config.dataset, vocab=vocab)  # dataset.eval_name may name another data set
   dev_ds = None
-  if config.early_stopping.split:
-    dev_src, _ = data.get_source(config.dataset, config.early_stopping.split, vocab=vocab)
+  if config.model_selection.split:
+    dev_src, _ = data.get_source(config.dataset, config.model_selection.split, vocab=vocab)
     dev_ds = data.eval_dataset(config, dev_src, info, **pk)
   if config.dataset.num_classes not in (-1, info.num_classes):
     raise ConfigError(f"config.dataset.num_classes={config.dataset.num_classes} but {config.dataset.name} has "
@@ -458,7 +445,7 @@ def _finish(r: Run, state, last: Dict[str, Dict[str, float]]) -> Dict[str, Dict[
   if "eval" not in last or (r.eval_ema_step is not None and "eval_ema" not in last):
     last.update(eval_and_log(r, state, step))
   if r.dev_ds is not None:
-    last["selected"] = selected(workdir_lib.read_jsonl(r.writer.path), r.config.early_stopping.metric)
+    last["selected"] = selected(workdir_lib.read_jsonl(r.writer.path), r.config.model_selection.metric)
   written = workdir_lib.read_json(r.workdir / FINAL) if r.is_chief else None
   if r.is_chief and (written or {}).get("step") != step:  # absent, or from a shorter run this one extends
     workdir_lib.write_json(r.workdir / FINAL, {"step": step, **last})

@@ -8,13 +8,12 @@ biases). Adadelta (Zeiler 2012) takes `adadelta_rho` and `adadelta_eps` (Kim 201
 `max_norm > 0` adds the l2 max-norm constraint on the columns of the kernels matching `max_norm_pattern`
 (Hinton et al. 2012; Kim 2014 Sec. 3.1: s = 3 on the output layer), applied after each update.
 """
-import re
-
 import jax
 import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from cnnjax import param_paths
 from cnnjax.errors import ConfigError
 from cnnjax.train import transfer
 
@@ -33,7 +32,7 @@ def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> op
     bounds = {int(round(e * steps_per_epoch)) - warmup: config.lr_decay_factor for e in config.lr_boundaries_epochs}
     main = optax.piecewise_constant_schedule(base, bounds)
   else:
-    raise ValueError(f"lr_schedule={config.lr_schedule!r} is not one of {SCHEDULES}")
+    raise ConfigError(f"config.lr_schedule={config.lr_schedule!r} is invalid: one of {SCHEDULES}")
   if warmup <= 0:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
@@ -45,12 +44,12 @@ def decay_mask(params):
 
 
 def max_norm(s: float, pattern: str) -> optax.GradientTransformation:
-  """Rescales the updates of every 2-D parameter whose '/'-joined path fully matches `pattern` so that each
+  """Rescales the updates of every parameter whose '/'-joined path `pattern` selects (param_paths.matches) so that each
   column (axis 0 summed: one output unit's incoming weights) of params + updates has l2 norm <= s; a column
   within the bound is left as the update made it. Put it last in a chain: it needs the params."""
 
   def constrain(path, p, u):
-    if not re.fullmatch(pattern, "/".join(path)):
+    if not param_paths.matches(pattern, path):
       return u
     new = p + u
     norm = jnp.sqrt(jnp.sum(jnp.square(new), axis=0, keepdims=True))
@@ -60,13 +59,12 @@ def max_norm(s: float, pattern: str) -> optax.GradientTransformation:
   def update(updates, state, params=None):
     if params is None:
       raise ValueError("max_norm needs the params: call update(updates, state, params)")
-    flat_u = traverse_util.flatten_dict(updates)
-    flat_p = traverse_util.flatten_dict(params)
-    if not any(re.fullmatch(pattern, "/".join(k)) for k in flat_u):
-      raise ConfigError(f"config.max_norm_pattern={pattern!r} matches no parameter; parameters: "
-                        f"{sorted('/'.join(k) for k in flat_u)}")
+    flat_u = traverse_util.flatten_dict(updates, sep="/")
+    flat_p = traverse_util.flatten_dict(params, sep="/")
+    if not any(param_paths.matches(pattern, k) for k in flat_u):
+      raise ConfigError(f"config.max_norm_pattern={pattern!r} matches no parameter; parameters: {sorted(flat_u)}")
     out = {k: constrain(k, flat_p[k], u) for k, u in flat_u.items()}
-    return traverse_util.unflatten_dict(out), state
+    return traverse_util.unflatten_dict(out, sep="/"), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -90,9 +88,7 @@ def build(config, steps_per_epoch: int, total_steps: int):
       parts.append(optax.add_decayed_weights(config.weight_decay, mask=mask))
     parts.append(optax.adadelta(schedule, rho=config.adadelta_rho, eps=config.adadelta_eps))
   else:
-    raise ValueError(f"optimizer={config.optimizer!r} is not one of {OPTIMIZERS}")
-  if config.max_norm < 0:
-    raise ConfigError(f"config.max_norm={config.max_norm!r} is invalid: >= 0 (0: no constraint)")
+    raise ConfigError(f"config.optimizer={config.optimizer!r} is invalid: one of {OPTIMIZERS}")
   if config.max_norm > 0:
     parts.append(max_norm(config.max_norm, config.max_norm_pattern))
   return transfer.wrap_optimizer(optax.chain(*parts), config), schedule

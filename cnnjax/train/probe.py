@@ -80,12 +80,17 @@ def fit_head(features, labels, num_classes: int, l2: float, max_iters: int, tol:
   return p, int(optax.tree_utils.tree_get(s, "count"))
 
 
-def fit(config, state, model, train_src, info):
-  """`state` with the head `config.linear_probe.head` fitted on the features of `train_src`."""
-  p = config.linear_probe
+def check(p) -> None:
+  """Raises ConfigError for values of `config.linear_probe` that cannot fit (config.validate calls it)."""
   if not (p.l2 >= 0 and p.max_iters >= 1 and p.tol > 0):
     raise ConfigError(f"config.linear_probe (l2={p.l2!r}, max_iters={p.max_iters!r}, tol={p.tol!r}) is invalid: "
                       "l2 >= 0, max_iters >= 1, tol > 0")
+
+
+def fit(config, state, model, train_src, info):
+  """`state` with the head `config.linear_probe.head` fitted on the features of `train_src`."""
+  p = config.linear_probe
+  check(p)
   head = state.params.get(p.head)
   if head is None or set(head) != {"kernel", "bias"}:
     raise ConfigError(f"config.linear_probe.head={p.head!r} is not a top-level Dense layer of "

@@ -4,7 +4,8 @@
 - `init.checkpoint`: a cnnjax workdir (its newest step, or `init.step`) or a directory converted by
   `python -m cnnjax.pretrained`. Applied once, to a run that has no checkpoint of its own; a resumed run restores
   its own state and never applies the init again.
-- `init.dont_load`: regexes over '/'-joined parameter paths ('params/head/kernel') that keep their fresh values
+- `init.dont_load`: regexes over '/'-joined parameter paths ('params/head/kernel'; cnnjax.param_paths says how a
+  pattern selects a path, one rule for every field here) that keep their fresh values
   (a new head for a new number of classes). Every other leaf must be in the init with the same shape: a
   missing, unexpected or reshaped leaf not covered by `dont_load` fails, listing them.
 - `init.load_batch_stats`: also take the running statistics of batch norm.
@@ -24,7 +25,6 @@
 """
 import dataclasses
 import logging
-import re
 from typing import Any, Dict, Sequence, Tuple
 
 import flax
@@ -32,19 +32,11 @@ import jax
 import numpy as np
 import optax
 
-from cnnjax import checkpoint, pretrained
+from cnnjax import checkpoint, param_paths, pretrained
 from cnnjax import workdir as workdir_lib
 from cnnjax.errors import ConfigError
 
 log = logging.getLogger("cnnjax")
-
-
-def _paths(tree) -> Dict[str, Any]:
-  return flax.traverse_util.flatten_dict(flax.serialization.to_state_dict(tree), sep="/")
-
-
-def _path_str(path) -> str:
-  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
 
 
 def load_init(directory: str, step: int = -1, ema: bool = False) -> Dict[str, Any]:
@@ -98,9 +90,9 @@ def apply_init(state, init_vars: Dict[str, Any], dont_load: Sequence[str], load_
   """`state` with its params (and batch_stats) taken from `init_vars`, but for the leaves `dont_load` matches.
   Returns (state, number of leaves loaded)."""
   kinds = ("params", "batch_stats") if load_batch_stats else ("params",)
-  want = {f"{k}/{p}": v for k in kinds for p, v in _paths(getattr(state, k)).items()}
-  have = {f"{k}/{p}": v for k in kinds for p, v in _paths(init_vars.get(k, {})).items()}
-  skip = lambda p: any(re.search(r, p) for r in dont_load)
+  want = {f"{k}/{p}": v for k in kinds for p, v in param_paths.flatten(getattr(state, k)).items()}
+  have = {f"{k}/{p}": v for k in kinds for p, v in param_paths.flatten(init_vars.get(k, {})).items()}
+  skip = lambda p: any(param_paths.matches(r, p) for r in dont_load)
   missing = sorted(p for p in want if p not in have and not skip(p))
   extra = sorted(p for p in have if p not in want and not skip(p))
   shape = sorted(f"{p} init {np.shape(have[p])} vs model {want[p].shape}" for p in want
@@ -112,7 +104,7 @@ def apply_init(state, init_vars: Dict[str, Any], dont_load: Sequence[str], load_
   loaded = {p for p in want if p in have and not skip(p)}
 
   def take(kind, tree):
-    flat = _paths(tree)
+    flat = param_paths.flatten(tree)
     new = {p: (np.asarray(have[f"{kind}/{p}"], v.dtype) if f"{kind}/{p}" in loaded else v) for p, v in flat.items()}
     return flax.serialization.from_state_dict(tree, flax.traverse_util.unflatten_dict(new, sep="/"))
   state = state.replace(**{k: take(k, getattr(state, k)) for k in kinds})
@@ -121,10 +113,7 @@ def apply_init(state, init_vars: Dict[str, Any], dont_load: Sequence[str], load_
 
 def partition(params, frozen: str):
   """(trainable, frozen): two flat {'/'-joined path: array} dicts of `params`, split by the regex `frozen`."""
-  pattern = re.compile(frozen) if frozen else None
-  flat = flax.traverse_util.flatten_dict(params, sep="/")
-  is_frozen = lambda p: pattern is not None and pattern.search(p) is not None
-  return ({p: v for p, v in flat.items() if not is_frozen(p)}, {p: v for p, v in flat.items() if is_frozen(p)})
+  return param_paths.partition(flax.traverse_util.flatten_dict(params, sep="/"), frozen)
 
 
 def merge(trainable, fixed):
@@ -134,22 +123,17 @@ def merge(trainable, fixed):
 
 def frozen_labels(frozen: str):
   """A function params -> tree of 'frozen' / 'train' labels for optax.multi_transform."""
-  pattern = re.compile(frozen)
-  return lambda params: jax.tree_util.tree_map_with_path(
-      lambda path, _: "frozen" if pattern.search(_path_str(path)) else "train", params)
+  return lambda params: param_paths.labels(params, [(frozen, "frozen")], "train")
 
 
 def scale_by_regex(mults: Sequence[Tuple[str, float]]) -> optax.GradientTransformation:
-  """Multiplies the update of each parameter whose '/'-joined path matches a regex by its multiplier."""
-  compiled = [(re.compile(r), float(m)) for r, m in mults]
-
-  def mult(path) -> float:
-    p = _path_str(path)
-    return next((m for r, m in compiled if r.search(p)), 1.0)
+  """Multiplies the update of each parameter whose '/'-joined path a regex selects by its multiplier (the first
+  that selects it; param_paths.matches)."""
+  rules = [(r, float(m)) for r, m in mults]
 
   def update(updates, state, params=None):
     del params
-    return jax.tree_util.tree_map_with_path(lambda path, u: u * mult(path), updates), state
+    return jax.tree.map(lambda u, m: u * m, updates, param_paths.labels(updates, rules, 1.0)), state
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
