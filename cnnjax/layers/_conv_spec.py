@@ -136,53 +136,13 @@ def make_spec(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation
   n, c = in_shape[0], in_shape[-1]
   i_feat, o_feat = kernel_shape[-2], kernel_shape[-1]
 
-  if c % fg:
-    raise ValueError(f"feature_group_count={fg} does not divide the input feature count {c} "
-                     f"(lhs shape {lhs_shape})")
-  if c // fg != i_feat:
-    raise ValueError(f"the kernel's input feature count {i_feat} must equal input features {c} divided by "
-                     f"feature_group_count={fg} (= {c // fg}); lhs shape {lhs_shape}, rhs shape {rhs_shape}")
-  if o_feat % fg:
-    raise ValueError(f"feature_group_count={fg} does not divide the kernel's output feature count {o_feat} "
-                     f"(rhs shape {rhs_shape})")
-  if n % bg:
-    raise ValueError(f"batch_group_count={bg} does not divide the batch size {n} (lhs shape {lhs_shape})")
-  if o_feat % bg:
-    raise ValueError(f"batch_group_count={bg} does not divide the kernel's output feature count {o_feat} "
-                     f"(rhs shape {rhs_shape})")
+  _check_groups(fg, bg, lhs_shape, rhs_shape, n, c, i_feat, o_feat)
 
   kernel_spatial = kernel_shape[:-2]
   dilated_kernel = tuple((k - 1) * d + 1 if k > 0 else 0 for k, d in zip(kernel_spatial, rhs_dil))
-  if isinstance(padding, str):
-    if any(d != 1 for d in lhs_dil):
-      raise ValueError(f"string padding={padding!r} is not supported with lhs_dilation={lhs_dil} (transposed "
-                       "convolution), as in lax: give explicit (low, high) pairs")
-    if padding.upper() not in ("SAME", "SAME_LOWER", "VALID"):
-      raise ValueError(f"padding={padding!r} must be 'SAME', 'SAME_LOWER', 'VALID' or a sequence of {nd} "
-                       "(low, high) pairs")
-    pads = tuple(tuple(p) for p in lax.padtype_to_pads(in_shape[1:-1], dilated_kernel, strides, padding.upper()))
-  else:
-    try:
-      pads = tuple((operator.index(lo), operator.index(hi)) for lo, hi in padding)
-    except (TypeError, ValueError):
-      raise ValueError(f"padding={padding!r} must be 'SAME', 'SAME_LOWER', 'VALID' or a sequence of {nd} "
-                       "(low, high) int pairs") from None
-    if len(pads) != nd:
-      raise ValueError(f"padding={padding!r} has {len(pads)} (low, high) pairs; the convolution has {nd} "
-                       "spatial dimensions")
-  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  pads = _pads(padding, nd, in_shape, dilated_kernel, strides, lhs_dil)
 
-  out_spatial = []
-  for d, (s, ld, (lo, hi), kd, st) in enumerate(zip(in_shape[1:-1], lhs_dil, pads, dilated_kernel, strides)):
-    padded = ((s - 1) * ld + 1 if s > 0 else 0) + lo + hi
-    if padded < 0:
-      raise ValueError(f"padding={pads} crops more than the input has in spatial dimension {d}: input size {s} "
-                       f"(lhs_dilation {ld}) with padding {(lo, hi)} leaves {padded}")
-    if kd > padded:
-      raise ValueError(f"the window is larger than the padded input in spatial dimension {d}: kernel size "
-                       f"{kernel_spatial[d]} dilated by {rhs_dil[d]} spans {kd}, but the input of size {s} "
-                       f"(lhs_dilation {ld}, padding {(lo, hi)}) spans {padded}")
-    out_spatial.append((padded - kd) // st + 1)
+  out_spatial = _out_spatial(in_shape, lhs_dil, pads, dilated_kernel, strides, kernel_spatial, rhs_dil)
 
   lhs_dtype, rhs_dtype = jnp.result_type(lhs), jnp.result_type(rhs)
   if lhs_dtype != rhs_dtype:
@@ -201,6 +161,62 @@ def make_spec(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation
                   precision=_hashable_precision(precision), compute_dtype=compute_dtype, out_dtype=out_dtype,
                   lhs_perm=tuple(int(i) for i in lhs_perm), rhs_perm=tuple(int(i) for i in rhs_perm),
                   out_perm=out_perm)
+
+
+def _check_groups(fg, bg, lhs_shape, rhs_shape, n, c, i_feat, o_feat) -> None:
+  """feature_group_count / batch_group_count against the feature and batch sizes, as lax checks them."""
+  if c % fg:
+    raise ValueError(f"feature_group_count={fg} does not divide the input feature count {c} "
+                     f"(lhs shape {lhs_shape})")
+  if c // fg != i_feat:
+    raise ValueError(f"the kernel's input feature count {i_feat} must equal input features {c} divided by "
+                     f"feature_group_count={fg} (= {c // fg}); lhs shape {lhs_shape}, rhs shape {rhs_shape}")
+  if o_feat % fg:
+    raise ValueError(f"feature_group_count={fg} does not divide the kernel's output feature count {o_feat} "
+                     f"(rhs shape {rhs_shape})")
+  if n % bg:
+    raise ValueError(f"batch_group_count={bg} does not divide the batch size {n} (lhs shape {lhs_shape})")
+  if o_feat % bg:
+    raise ValueError(f"batch_group_count={bg} does not divide the kernel's output feature count {o_feat} "
+                     f"(rhs shape {rhs_shape})")
+
+
+def _pads(padding, nd, in_shape, dilated_kernel, strides, lhs_dil):
+  """((low, high), ...) per spatial dimension from a padding string or explicit pairs."""
+  if isinstance(padding, str):
+    if any(d != 1 for d in lhs_dil):
+      raise ValueError(f"string padding={padding!r} is not supported with lhs_dilation={lhs_dil} (transposed "
+                       "convolution), as in lax: give explicit (low, high) pairs")
+    if padding.upper() not in ("SAME", "SAME_LOWER", "VALID"):
+      raise ValueError(f"padding={padding!r} must be 'SAME', 'SAME_LOWER', 'VALID' or a sequence of {nd} "
+                       "(low, high) pairs")
+    pads = tuple(tuple(p) for p in lax.padtype_to_pads(in_shape[1:-1], dilated_kernel, strides, padding.upper()))
+  else:
+    try:
+      pads = tuple((operator.index(lo), operator.index(hi)) for lo, hi in padding)
+    except (TypeError, ValueError):
+      raise ValueError(f"padding={padding!r} must be 'SAME', 'SAME_LOWER', 'VALID' or a sequence of {nd} "
+                       "(low, high) int pairs") from None
+    if len(pads) != nd:
+      raise ValueError(f"padding={padding!r} has {len(pads)} (low, high) pairs; the convolution has {nd} "
+                       "spatial dimensions")
+  return tuple((int(lo), int(hi)) for lo, hi in pads)
+
+
+def _out_spatial(in_shape, lhs_dil, pads, dilated_kernel, strides, kernel_spatial, rhs_dil):
+  """The output's spatial sizes; an error where padding crops everything or the window does not fit."""
+  out_spatial = []
+  for d, (s, ld, (lo, hi), kd, st) in enumerate(zip(in_shape[1:-1], lhs_dil, pads, dilated_kernel, strides)):
+    padded = ((s - 1) * ld + 1 if s > 0 else 0) + lo + hi
+    if padded < 0:
+      raise ValueError(f"padding={pads} crops more than the input has in spatial dimension {d}: input size {s} "
+                       f"(lhs_dilation {ld}) with padding {(lo, hi)} leaves {padded}")
+    if kd > padded:
+      raise ValueError(f"the window is larger than the padded input in spatial dimension {d}: kernel size "
+                       f"{kernel_spatial[d]} dilated by {rhs_dil[d]} spans {kd}, but the input of size {s} "
+                       f"(lhs_dilation {ld}, padding {(lo, hi)}) spans {padded}")
+    out_spatial.append((padded - kd) // st + 1)
+  return out_spatial
 
 
 def _hashable_precision(precision):
