@@ -311,6 +311,19 @@ class Lock:
     self.release()
 
 
+def remove_if_unused(workdir) -> None:
+  """Removes `workdir` when it holds nothing but a released (empty or absent) lock file: what a launch that
+  created it and then failed before writing anything leaves behind, so a failed first launch leaves no trace."""
+  workdir = epath.Path(workdir)
+  try:
+    names = [p.name for p in workdir.iterdir()]
+    if set(names) <= {LOCK} and not (names and (workdir / LOCK).read_bytes().strip()):
+      (workdir / LOCK).unlink(missing_ok=True)
+      workdir.rmdir()
+  except OSError:  # gone already, or another launch wrote there meanwhile: leave it
+    pass
+
+
 def _parse(raw: bytes) -> Optional[dict]:
   try:
     return json.loads(raw.decode()) if raw.strip() else None

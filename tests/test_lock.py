@@ -85,3 +85,20 @@ def test_busy_bucket_workdir_exits_4_through_the_entry_point(tmp_path):
   assert r.returncode == 4, r.stderr[-2000:]
   assert f"in use by pid 4242 on elsewhere (running since {_since(holder['started'])})" in r.stderr
   assert not (root / "lab" / "w" / "config.json").exists()
+
+
+def test_a_failed_first_launch_leaves_no_workdir_but_never_removes_a_used_one(tmp_path):
+  """remove_if_unused: a workdir holding only a released (empty) lock goes; one whose lock names a holder, or
+  that holds anything else, stays untouched."""
+  from cnnjax import workdir as workdir_lib
+  empty, held, used = tmp_path / "empty", tmp_path / "held", tmp_path / "used"
+  for d in (empty, held, used):
+    d.mkdir()
+    (d / workdir_lib.LOCK).write_text("")
+  (held / workdir_lib.LOCK).write_text('{"pid": 1}')
+  (used / "metrics.jsonl").write_text("{}\n")
+  for d in (empty, held, used):
+    workdir_lib.remove_if_unused(d)
+  assert not empty.exists()
+  assert (held / workdir_lib.LOCK).read_text() == '{"pid": 1}'
+  assert (used / "metrics.jsonl").exists() and (used / workdir_lib.LOCK).exists()

@@ -278,6 +278,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   workdir = workdir_lib.check(workdir)
   is_chief = jax.process_index() == 0
   pk = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  fresh = not workdir.exists()
   lock = _take_workdir(config, workdir, restart=restart, allow_config_change=allow_config_change,
                        is_chief=is_chief)
   try:
@@ -304,6 +305,8 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
   except BaseException:
     if lock is not None:
       lock.release()
+      if fresh:  # e.g. data not prepared: a failed first launch leaves no workdir behind
+        workdir_lib.remove_if_unused(workdir)
     raise
   return Run(config=config, workdir=workdir, is_chief=is_chief, lock=lock, steps_per_epoch=steps_per_epoch,
              total_steps=total_steps, start_step=start_step, state=state, train_step=exp.train_step(),
