@@ -51,6 +51,31 @@ def input_shape(config, info: data.DatasetInfo) -> Tuple[int, ...]:
   return tuple(info.input_shape or (config.dataset.image_size, config.dataset.image_size, info.image_shape[-1]))
 
 
+def trace(model, input_shape, info, batch: int = 1):
+  """The model's variables as shapes (no compute), on a batch of `batch` inputs of `input_shape`."""
+  return models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True, batch=batch)
+
+
+def check_model_input(model, input_shape, config, info) -> None:
+  """Traces the model (no compute) so that a bad model option or a too-small image fails before compiling,
+  each with its own message: only a model that builds at a large input and not at this one is 'too small'."""
+  try:
+    trace(model, input_shape, info)
+    return
+  except Exception as small:  # pylint: disable=broad-except
+    first_line = str(small).splitlines()[0][:300] if str(small) else type(small).__name__
+    error = small
+  try:
+    if info.input_shape is not None:  # text: the input's size is the data's, not an option
+      raise error
+    models.init_variables(model, (512, 512, input_shape[-1]), abstract=True)
+  except Exception:  # pylint: disable=broad-except
+    raise ConfigError(f"config.model ({config.model.name!r}) cannot be built: {first_line}") from error
+  raise ConfigError(f"config.dataset.image_size={config.dataset.image_size} is too small for model "
+                    f"{config.model.name!r} (input {input_shape}; it builds at 512x512): {first_line}. "
+                    f"Use a larger image size.") from None
+
+
 def steps_options(config) -> dict:
   """The train step's options from the config (steps.make_train_step)."""
   return dict(label_smoothing=config.label_smoothing, aux_loss_weight=config.aux_loss_weight,
@@ -118,6 +143,7 @@ def experiment(config, info: data.DatasetInfo, steps_per_epoch: int = 1, total_s
   """`config` built for `info`; the optimizer's schedule spans `total_steps` (for restoring only its state's
   structure matters, so the defaults do)."""
   m, shape = model(config, info), input_shape(config, info)
+  check_model_input(m, shape, config, info)
   tx, schedule = optim.build(config, steps_per_epoch, max(total_steps, 1))
   mesh = parallel.mesh()
   create = lambda rng: state_lib.create(rng, m, tx, shape, info.input_dtype, config.ema.decay > 0)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 import jax
 import numpy as np
 
-from cnnjax import build, checkpoint, data, layers, metrics, models, parallel
+from cnnjax import build, checkpoint, data, layers, metrics, parallel
 from cnnjax.data import text
 from cnnjax import config as config_lib
 from cnnjax import workdir as workdir_lib
@@ -91,30 +91,6 @@ def fingerprint(tree) -> str:
   return h.hexdigest()[:16]
 
 
-def _trace(model, input_shape, info, batch: int = 1):
-  return models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True, batch=batch)
-
-
-def check_model_input(model, input_shape, config, info) -> None:
-  """Traces the model (no compute) so that a bad model option or a too-small image fails before compiling,
-  each with its own message: only a model that builds at a large input and not at this one is 'too small'."""
-  try:
-    _trace(model, input_shape, info)
-    return
-  except Exception as small:  # pylint: disable=broad-except
-    first_line = str(small).splitlines()[0][:300] if str(small) else type(small).__name__
-    error = small
-  try:
-    if info.input_shape is not None:  # text: the input's size is the data's, not an option
-      raise error
-    models.init_variables(model, (512, 512, input_shape[-1]), abstract=True)
-  except Exception:  # pylint: disable=broad-except
-    raise ConfigError(f"config.model ({config.model.name!r}) cannot be built: {first_line}") from error
-  raise ConfigError(f"config.dataset.image_size={config.dataset.image_size} is too small for model "
-                    f"{config.model.name!r} (input {input_shape}; it builds at 512x512): {first_line}. "
-                    f"Use a larger image size.") from None
-
-
 def conv_plan(model, input_shape, config, info) -> Dict[str, Any]:
   """The convolution implementation each layer resolves to, with the backend, XLA flags and, under 'auto', the
   machine key and where the plan came from (for conv_impls.json). Under conv_impl='auto' on CPU the model is
@@ -122,14 +98,14 @@ def conv_plan(model, input_shape, config, info) -> Dict[str, Any]:
   has not, with model.conv_autotune='measure'), and the plan is that of a last trace. Called with the workdir
   held, so a second launch on a busy workdir measures nothing."""
   with layers.record_conv_impls() as plan:
-    _trace(model, input_shape, info)
+    build.trace(model, input_shape, info)
   if jax.default_backend() == "cpu" and any(r.requested == "auto" for r in plan):
     batch = config.batch_size // config.grad_accum_steps
     with layers.record_conv_impls() as plan, autotune.collecting() as specs:
-      _trace(model, input_shape, info, batch)
+      build.trace(model, input_shape, info, batch)
     if autotune.decide(specs):  # something was measured or agreed on: trace with the decisions
       with layers.record_conv_impls() as plan:
-        _trace(model, input_shape, info, batch)
+        build.trace(model, input_shape, info, batch)
   return layers.conv_impls_record(plan)
 
 
@@ -288,7 +264,6 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     if config.linear_probe.enabled:  # the head is fitted at initialisation; no training step (probe.py)
       total_steps = 0
     exp = build.experiment(config, info, steps_per_epoch, total_steps)
-    check_model_input(exp.model, exp.input_shape, config, info)
     conv_impls = conv_plan(exp.model, exp.input_shape, config, info)  # may measure: with the workdir held
     log.info("%s", parallel.describe(exp.state_sharding))
     ckpt = checkpoint.Manager(workdir / workdir_lib.CHECKPOINTS, max_to_keep=config.keep_checkpoints)
