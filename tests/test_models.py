@@ -8,6 +8,7 @@ import pytest
 from cnnjax import layers, models
 from cnnjax.errors import ConfigError
 from cnnjax.train import state as state_lib, steps
+from tests import helpers
 
 
 def n_params(tree):
@@ -100,27 +101,6 @@ TINY = {"lenet1": (28, 1, {}), "lenet5": (32, 1, {}), "alexnet": (67, 3, {}), "a
         "resnet20": (16, 3, {}), "resnet50": (32, 3, {"width": 0.25, "stage_sizes": (1, 1, 1, 1)})}
 
 
-def _state_at_a_random_point(model, tx, input_shape):
-  """A train state of `model` whose every parameter and running statistic is drawn here (numpy, seeded):
-  kernels He-normal over their fan-in, scales and variances near 1, biases, offsets and means near 0. The
-  model's own initialisers would be compiled for each architecture (a third of this test's time), and any
-  generic point does for comparing a step with the loss."""
-  shapes = jax.eval_shape(lambda: state_lib.create(jax.random.PRNGKey(0), model, tx, input_shape))
-  rng = np.random.default_rng(0)
-
-  def draw(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if leaf.ndim >= 2:
-      x = rng.normal(size=leaf.shape) * np.sqrt(2 / np.prod(leaf.shape[:-1]))
-    else:
-      x = (1.0 if name.endswith(("'scale']", "'var']")) else 0.0) + 0.1 * rng.normal(size=leaf.shape)
-    return jnp.asarray(x, leaf.dtype)
-  params = jax.tree_util.tree_map_with_path(draw, shapes.params)
-  return state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                              batch_stats=jax.tree_util.tree_map_with_path(draw, shapes.batch_stats),
-                              opt_state=tx.init(params), rng=jax.random.PRNGKey(1))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_one_train_step_is_sgd_on_the_loss_written_here(name):
@@ -132,7 +112,9 @@ def test_one_train_step_is_sgd_on_the_loss_written_here(name):
   m = models.create(name, num_classes=10, **opts)
   lr = 0.01
   tx = optax.sgd(lr)
-  st = _state_at_a_random_point(m, tx, (size, size, channels))
+  v = helpers.random_variables(m, (size, size, channels))  # any generic point; initialisers cost a third
+  st = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=v["params"], batch_stats=v.get("batch_stats", {}),
+                            opt_state=tx.init(v["params"]), rng=jax.random.PRNGKey(1))
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.normal(size=(4, size, size, channels)), jnp.float32),
            "label": jnp.asarray(rng.integers(0, 10, 4), jnp.int32)}
@@ -159,7 +141,7 @@ def test_one_train_step_is_sgd_on_the_loss_written_here(name):
 @pytest.mark.slow
 def test_googlenet_aux_heads_only_in_training():
   m = models.create("googlenet", num_classes=10)
-  v = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 96, 96, 3)), train=False)
+  v = helpers.random_variables(m, (96, 96, 3))  # not m.init, which runs GoogLeNet op by op
   x = jnp.ones((2, 96, 96, 3))
   out = m.apply(v, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
   assert isinstance(out, tuple) and len(out[1]) == 2 and out[1][0].shape == (2, 10)
