@@ -1,5 +1,6 @@
 """Shared fixtures and settings: the project's CPU XLA flags, no convolution autotuning, Hypothesis profiles, a
 tiny config, and finished runs that several tests read (session-scoped; copy one before changing it)."""
+import fcntl
 import os
 import shutil
 import tempfile
@@ -33,6 +34,19 @@ autotune.configure("cached", tempfile.mkdtemp(prefix="cnnjax-test-autotune-"))
 settings.register_profile("ci", settings())
 settings.register_profile("dev", max_examples=10)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True)
+def _multiprocess_tests_take_turns(request, tmp_path_factory):
+  """Under pytest-xdist (.ci/run runs the slow tier on two workers) the multi-process tests take turns: two side
+  by side were four JAX processes on two cores, and their peers timed out. The lock file lies in this run's
+  temporary directory, which its workers share; a run without workers takes no lock."""
+  if "PYTEST_XDIST_WORKER" not in os.environ or not request.node.get_closest_marker("multiprocess"):
+    yield
+    return
+  with open(tmp_path_factory.getbasetemp().parent / "multiprocess.lock", "w") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+    yield
 
 
 @pytest.fixture

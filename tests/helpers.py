@@ -1,5 +1,5 @@
 """What many tests share, in one place: the repository root, a tiny config, running an entry point, a free port,
-reading a run's metrics, and the bit-exact resume check."""
+reading a run's metrics, the bit-exact resume check, and model variables drawn without compiling initialisers."""
 import os
 import socket
 import subprocess
@@ -107,6 +107,27 @@ def assert_resume_is_exact(config, tmp_path, stop_after: int):
   b, _ = checkpoint.load_numpy(str(tmp_path / "resumed"))
   jax.tree.map(np.testing.assert_array_equal, a, b)
   return a
+
+
+def random_variables(model, input_shape):
+  """{'params': ..., 'batch_stats': ...} of `model` for inputs of `input_shape` (no batch axis), drawn here in
+  numpy (seeded), not by the model's initialisers, whose compilation dominates a test that needs only a generic
+  point: kernels He-normal over their fan-in, scales and variances near 1, biases, offsets and means near 0."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from cnnjax.models import init_variables
+  rng = np.random.default_rng(0)
+
+  def draw(path, leaf):
+    if leaf.ndim >= 2:
+      x = rng.normal(size=leaf.shape) * np.sqrt(2 / np.prod(leaf.shape[:-1]))
+    else:
+      x = (1.0 if jax.tree_util.keystr(path).endswith(("'scale']", "'var']")) else 0.0) + 0.1 * rng.normal(
+          size=leaf.shape)
+    return jnp.asarray(x, leaf.dtype)
+  return {k: jax.tree_util.tree_map_with_path(draw, v)
+          for k, v in init_variables(model, input_shape, abstract=True).items()}
 
 
 def examples(n: int) -> int:

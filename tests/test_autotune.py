@@ -270,6 +270,7 @@ print(json.dumps([autotune.resolve_auto(spec, "cpu")[0], autotune.state().summar
 """
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_two_real_processes_run_process_0s_plan(tmp_path):
   """jax.distributed on 127.0.0.1: process 0's cache says polyphase, process 1's (another directory) is empty;

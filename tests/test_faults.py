@@ -58,12 +58,18 @@ def _wait_for(pred, proc, timeout=120.0, poll=0.005):
   return False
 
 
-@pytest.mark.subprocess
-@pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
-  ref = tmp_path / "ref"
+@pytest.fixture(scope="module")
+def long_ref(tmp_path_factory):
+  """LONG trained straight through by the entry point, once: the run the interrupted ones must equal (read only)."""
+  ref = tmp_path_factory.mktemp("long") / "ref"
   r = helpers.run_main(ref, *LONG)
   assert r.returncode == 0, r.stderr[-3000:]
+  return ref
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path, long_ref):
   work = tmp_path / "killed"
   rng = random.Random(0)
   ckpts = str(work / "checkpoints")
@@ -89,17 +95,14 @@ def test_sigkill_at_random_moments_then_resume_is_bit_exact(tmp_path):
   assert any(how == "during_save" and hit for how, hit in kills), kills
   r = helpers.run_main(work, *LONG)  # the same command, once more: it finishes the run
   assert r.returncode == 0, r.stderr[-3000:]
-  _assert_same_run(ref, work)
+  _assert_same_run(long_ref, work)
   assert not glob.glob(os.path.join(ckpts, "*damaged*"))  # kills never damage a finalized checkpoint
 
 
 @pytest.mark.subprocess
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_preemption_signal_saves_and_exits_then_resumes(tmp_path, signum):
-  ref = tmp_path / "ref"
-  r = helpers.run_main(ref, *LONG)
-  assert r.returncode == 0, r.stderr[-3000:]
+def test_preemption_signal_saves_and_exits_then_resumes(tmp_path, long_ref, signum):
   work = tmp_path / "pre"
   p = subprocess.Popen(helpers.main_cmd(work, *LONG), cwd=helpers.ROOT, env=helpers.env(1),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -112,7 +115,7 @@ def test_preemption_signal_saves_and_exits_then_resumes(tmp_path, signum):
   assert max(s for s, _ in helpers.train_entries(work)) == saved  # metrics flushed up to the saved step
   r = helpers.run_main(work, *LONG)
   assert r.returncode == 0, r.stderr[-3000:]
-  _assert_same_run(ref, work, split_window_at=saved)
+  _assert_same_run(long_ref, work, split_window_at=saved)
 
 
 @pytest.mark.slow

@@ -83,6 +83,7 @@ def _multihost(tmp_path, num_processes, timeout=240, extra=()):
   return [(p, *p.communicate(timeout=timeout)) for p in procs]
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
   """2 processes x 2 CPU devices on 127.0.0.1 through the real entry point == 1 process x 4 devices; a resume
@@ -114,6 +115,7 @@ def test_two_processes_match_one_process(tmp_path):
   assert fps[0] == fps[1]
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_ctrl_c_on_one_of_two_processes_saves_and_both_exit_75(tmp_path):
   from cnnjax.train import loop
@@ -122,9 +124,9 @@ def test_ctrl_c_on_one_of_two_processes_saves_and_both_exit_75(tmp_path):
                                            "--config.checkpoint_every_steps=100000"))
   try:
     deadline = time.time() + 900  # two processes compile first: minutes on a loaded 2-core machine
-    while time.time() < deadline and not (work / "metrics.jsonl").exists():
+    while time.time() < deadline and not (work / "metrics.jsonl").exists() and all(p.poll() is None for p in procs):
       time.sleep(0.2)
-    assert (work / "metrics.jsonl").exists()
+    assert (work / "metrics.jsonl").exists(), [p.communicate()[1][-2000:] for p in procs if p.poll() is not None]
     procs[1].send_signal(signal.SIGINT)  # a Ctrl-C on the non-chief process
     results = [(p, *p.communicate(timeout=300)) for p in procs]
   finally:
@@ -136,6 +138,7 @@ def test_ctrl_c_on_one_of_two_processes_saves_and_both_exit_75(tmp_path):
   assert steps[0] == steps[1] and checkpoint.Manager(str(work / "checkpoints")).all_steps() == [steps[0]]
 
 
+@pytest.mark.multiprocess
 @pytest.mark.slow
 def test_missing_peer_ends_with_clear_message(tmp_path):
   port = helpers.free_port()
