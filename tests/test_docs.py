@@ -235,3 +235,13 @@ def test_the_docs_quote_commands():
   """The README and the guide quote the main entry points (an extractor that finds nothing passes anything)."""
   found = {argv[0] for doc in DOCS for argv, _ in commands(doc.read_text())}
   assert {"experiments.main", "experiments.sweep", "experiments.plot", "cnnjax.pretrained"} <= found
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+  """.ci/run's commands, joined with &&, are the README's test command (pip's -q aside): CI tests what a reader
+  runs."""
+  readme = (ROOT / "README.md").read_text()
+  quoted = [line for line in readme.splitlines() if "python -m pytest" in line and line.startswith("python -m pip")]
+  ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("python -m ")]
+  assert len(quoted) == 1 and ci
+  assert " && ".join(line.replace(" -q ", " ") for line in ci) == quoted[0]
