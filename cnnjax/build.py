@@ -24,12 +24,12 @@ from cnnjax.errors import ConfigError
 from cnnjax.train import optim, state as state_lib, steps, transfer
 
 
-def vocab(config, workdir=None, *, fresh: bool = False) -> Optional[text.Vocab]:
-  """A text run's vocabulary: the one saved in `workdir` (what the run was trained with) unless `fresh` or none
-  is saved, else built from the config's training split. None for image data."""
+def vocab(config, workdir=None) -> Optional[text.Vocab]:
+  """A text run's vocabulary: the one saved in `workdir` (what the run was trained with), else (a new run, or one
+  whose previous attempt `--restart` moved aside) built from the config's training split. None for image data."""
   if not data.is_text(config.dataset.name):
     return None
-  saved = None if fresh or workdir is None else text.load_vocab(workdir)
+  saved = None if workdir is None else text.load_vocab(workdir)
   return saved or text.vocab_of(config.dataset, config.dataset.name)
 
 
