@@ -21,7 +21,8 @@ class IdxError(ConfigError):
 
 
 class BadFileError(ConfigError):
-  """A file in an image folder that is not a readable image, naming the path; a ConfigError to entry points."""
+  """A data file that is not well formed (an image in a folder, a sentence file's line, a word-vectors file, a
+  prepared copy's example), naming it and where; a ConfigError to entry points."""
 
 
 class NotPreparedError(FileNotFoundError, ConfigError):

@@ -49,7 +49,7 @@ def config(tmp_path, preset="mr", **overrides):
 ])
 def test_bad_lines_name_file_and_line(tmp_path, line, message):
   f = write(tmp_path / "rt-polarity.all", ["0 fine", line, "1 fine too"])
-  with pytest.raises(ValueError) as e:
+  with pytest.raises(ConfigError) as e:   # entry points print it as one FATAL line
     text.read_lines(str(f), 2)
   assert str(e.value).startswith(f"{f}, {message}")
 
@@ -167,7 +167,7 @@ def test_word2vec_binary_reader_exact(tmp_path):
   for w, v in VECTORS.items():
     np.testing.assert_array_equal(got[w], np.asarray(v, np.float32))
   f.write_bytes(b"3 3\n" + body[:-9])
-  with pytest.raises(ValueError, match="ends inside the vector of word b'zebra'"):
+  with pytest.raises(ConfigError, match="ends inside the vector of word b'zebra'"):
     text.read_vectors(str(f))
 
 

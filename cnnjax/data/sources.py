@@ -251,9 +251,9 @@ def tfds_source(cfg, split: str, name: str):
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except (NotImplementedError, ValueError) as e:
-    raise ValueError(f"cannot read data set {name!r} split {split!r} from {data_dir} as a random-access "
-                     f"source ({e}). Splits: {info.splits} (slices such as 'train[:90%]' work). If it was built "
-                     f"in another file format, rebuild it with: {build_command(name, data_dir)}") from e
+    raise ConfigError(f"cannot read data set {name!r} split {split!r} from {data_dir} as a random-access "
+                      f"source ({e}). Splits: {info.splits} (slices such as 'train[:90%]' work). If it was built "
+                      f"in another file format, rebuild it with: {build_command(name, data_dir)}") from e
   return source, info
 
 

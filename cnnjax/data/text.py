@@ -32,7 +32,7 @@ import numpy as np
 from cnnjax import workdir as workdir_lib
 from cnnjax.data import registry
 from cnnjax.data.base import DatasetInfo, default_data_dir, not_prepared
-from cnnjax.errors import ConfigError
+from cnnjax.errors import BadFileError, ConfigError
 
 log = logging.getLogger("cnnjax")
 
@@ -141,12 +141,12 @@ def read_lines(path: str, num_classes: int) -> Tuple[List[str], np.ndarray]:
       # can be replaced without changing a token.
       line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
       if not line.strip():
-        raise ValueError(f"{where}: empty line; every line is '<label> <sentence>'")
+        raise BadFileError(f"{where}: empty line; every line is '<label> <sentence>'")
       label, _, sentence = line.strip().partition(" ")
       if not re.fullmatch(r"[0-9]+", label):
-        raise ValueError(f"{where}: label {label!r} is not a non-negative integer")
+        raise BadFileError(f"{where}: label {label!r} is not a non-negative integer")
       if int(label) >= num_classes:
-        raise ValueError(f"{where}: label {int(label)} is outside [0, {num_classes})")
+        raise BadFileError(f"{where}: label {int(label)} is outside [0, {num_classes})")
       sentences.append(sentence)
       labels.append(int(label))
   return sentences, np.asarray(labels, np.int32)
@@ -242,8 +242,8 @@ def tfds_split(d, name: str, split: str) -> Tuple[List[str], np.ndarray]:
     sentences.append(text.decode("utf-8") if isinstance(text, bytes) else str(text))
     label = int(r[spec.label])
     if not 0 <= label < spec.num_classes:
-      raise ValueError(f"example {i} of data set {name!r} split {split!r}: label {label} is outside "
-                       f"[0, {spec.num_classes}) (GLUE's test labels are hidden: evaluate on 'validation')")
+      raise BadFileError(f"example {i} of data set {name!r} split {split!r}: label {label} is outside "
+                         f"[0, {spec.num_classes}) (GLUE's test labels are hidden: evaluate on 'validation')")
     labels.append(label)
   return sentences, np.asarray(labels, np.int32)
 
@@ -324,7 +324,7 @@ def read_glove(path: str, words=None) -> Tuple[Dict[str, np.ndarray], int]:
       if dim is None:
         dim = len(parts) - 1
       if len(parts) - 1 != dim:
-        raise ValueError(f"{path}, line {n}: {len(parts) - 1} values, the first line has {dim}")
+        raise BadFileError(f"{path}, line {n}: {len(parts) - 1} values, the first line has {dim}")
       if words is None or parts[0] in words:
         out[parts[0]] = np.asarray(parts[1:], np.float32)
   return out, dim or 0
@@ -340,12 +340,12 @@ def read_word2vec_binary(path: str, words=None) -> Tuple[Dict[str, np.ndarray], 
       chars = bytearray()
       while (c := f.read(1)) != b" ":
         if not c:
-          raise ValueError(f"{path}: ends inside word {k + 1} of {count}")
+          raise BadFileError(f"{path}: ends inside word {k + 1} of {count}")
         if c != b"\n":
           chars += c
       vec = np.frombuffer(f.read(4 * dim), "<f4")
       if len(vec) != dim:
-        raise ValueError(f"{path}: ends inside the vector of word {bytes(chars)!r}")
+        raise BadFileError(f"{path}: ends inside the vector of word {bytes(chars)!r}")
       word = chars.decode("utf-8", errors="replace")
       if words is None or word in words:
         out[word] = vec.astype(np.float32)

@@ -106,8 +106,8 @@ def pad_to(image: np.ndarray, size: int) -> np.ndarray:
   """A uint8 HxWxC image centred on a size x size zero canvas (the odd pixel of slack goes below/right)."""
   h, w = image.shape[:2]
   if h > size or w > size:
-    raise ValueError(f"an image of {h}x{w} pixels does not fit in dataset.image_size={size} with "
-                     "dataset.fit='pad' (which never shrinks); use fit='resize' or a larger image_size")
+    raise ConfigError(f"an image of {h}x{w} pixels does not fit in dataset.image_size={size} with "
+                      "dataset.fit='pad' (which never shrinks); use fit='resize' or a larger image_size")
   top, left = (size - h) // 2, (size - w) // 2
   return np.pad(image, ((top, size - h - top), (left, size - w - left), (0, 0)))
 
