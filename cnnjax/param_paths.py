@@ -47,11 +47,6 @@ def labels(tree, rules: Sequence[Tuple[Pattern, Any]], default: Any = None):
   return jax.tree_util.tree_map_with_path(label, tree)
 
 
-def mask(tree, patterns: Union[Pattern, Sequence[Pattern]]):
-  """A tree of bools shaped as `tree`: True where any of `patterns` (one regex or several) selects the path."""
-  return labels(tree, [(p, True) for p in _as_list(patterns)], False)
-
-
 def partition(flat: Dict[str, Any], patterns: Union[Pattern, Sequence[Pattern]]):
   """(unselected, selected): the {path: leaf} dict `flat` split by whether any of `patterns` selects the path."""
   pats = _as_list(patterns)

@@ -41,14 +41,14 @@ def test_paths_are_keys_joined_by_slashes():
 ])
 def test_the_rule_by_hand(pattern, want):
   assert [p for p in PATHS if param_paths.matches(pattern, p)] == want
-  assert _selected(param_paths.mask(TREE, pattern)) == want
+  assert _selected(param_paths.labels(TREE, [(pattern, True)], False)) == want
   rest, chosen = param_paths.partition(param_paths.flatten(TREE), pattern)
   assert sorted(chosen) == want and sorted(rest) == sorted(set(PATHS) - set(want))
 
 
 def test_several_patterns_and_first_matching_label():
-  assert _selected(param_paths.mask(TREE, ["^stem", "bias$"])) == ["head/bias", "stage1_block1/BatchNorm_0/bias",
-                                                                  "stem_conv/kernel"]
+  either = param_paths.labels(TREE, [("^stem", True), ("bias$", True)], False)
+  assert _selected(either) == ["head/bias", "stage1_block1/BatchNorm_0/bias", "stem_conv/kernel"]
   labels = param_paths.flatten(param_paths.labels(TREE, [("^head/", 10.0), ("head", 2.0), ("", 5.0)], 1.0))
   assert labels == {"head/bias": 10.0, "head/kernel": 10.0, "prehead/kernel": 2.0,
                     **{p: 1.0 for p in PATHS if "head" not in p}}

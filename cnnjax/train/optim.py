@@ -59,8 +59,7 @@ def max_norm(s: float, pattern: str) -> optax.GradientTransformation:
   def update(updates, state, params=None):
     if params is None:
       raise ValueError("max_norm needs the params: call update(updates, state, params)")
-    flat_u = traverse_util.flatten_dict(updates, sep="/")
-    flat_p = traverse_util.flatten_dict(params, sep="/")
+    flat_u, flat_p = param_paths.flatten(updates), param_paths.flatten(params)
     if not any(param_paths.matches(pattern, k) for k in flat_u):
       raise ConfigError(f"config.max_norm_pattern={pattern!r} matches no parameter; parameters: {sorted(flat_u)}")
     out = {k: constrain(k, flat_p[k], u) for k, u in flat_u.items()}

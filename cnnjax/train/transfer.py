@@ -113,7 +113,7 @@ def apply_init(state, init_vars: Dict[str, Any], dont_load: Sequence[str], load_
 
 def partition(params, frozen: str):
   """(trainable, frozen): two flat {'/'-joined path: array} dicts of `params`, split by the regex `frozen`."""
-  return param_paths.partition(flax.traverse_util.flatten_dict(params, sep="/"), frozen)
+  return param_paths.partition(param_paths.flatten(params), frozen)
 
 
 def merge(trainable, fixed):
