@@ -23,8 +23,7 @@ import numpy as np
 import scipy.stats  # installed with scikit-learn, a dependency of the library
 from absl import flags
 
-from cnnjax import cli, viz
-from cnnjax import config as config_lib
+from cnnjax import build, cli, viz
 from cnnjax import workdir as workdir_lib
 
 M = workdir_lib.METRICS
@@ -45,14 +44,21 @@ def find_workdirs(paths):
 
 def labels(workdirs):
   """{workdir: 'name=resnet56, residual=False, ...'} from the config fields that differ between runs."""
-  read = lambda w: config_lib.renamed_json(workdir_lib.read_json(w / workdir_lib.CONFIG) or {})  # old names: new
-  cfgs = {w: flax.traverse_util.flatten_dict(read(w), sep=".") for w in workdirs}
+  cfgs = {w: flax.traverse_util.flatten_dict(_config(w), sep=".") for w in workdirs}
   keys = sorted({k for c in cfgs.values() for k in c})
   varying = [k for k in keys if k != "sweep" and len({json.dumps(c.get(k), sort_keys=True) for c in cfgs.values()}) > 1]
   if not varying:
     return {w: w.name for w in workdirs}, {}
   return ({w: ", ".join(f"{workdir_lib.field_label(k, varying)}={cfgs[w].get(k)}" for k in varying) for w in workdirs},
           {w: {k: cfgs[w].get(k) for k in varying} for w in workdirs})
+
+
+def _config(w) -> dict:
+  """A run's config as it trained: config.json over the base config, so that a run saved before a field existed
+  reads that field's default instead of differing from newer runs in it (old names read as new)."""
+  if workdir_lib.read_json(w / workdir_lib.CONFIG) is None:
+    return {}
+  return build.saved_config(w).to_dict()
 
 
 def groups(workdirs, field: str = "seed"):

@@ -88,3 +88,20 @@ def test_seeds_table_groups_intervals_and_baseline(tmp_path):
   results = (tmp_path / "plots" / "results.md").read_text().splitlines()
   assert results[0].endswith("final EMA test top-1 |") and results[2].endswith("| - |")   # base0: no EMA
   assert results[5].endswith("| 0.8100 |")   # ema0: 0.80 + 0.01
+
+
+def test_a_run_saved_before_a_field_existed_groups_with_runs_at_its_default(tmp_path):
+  """A run whose config.json predates `dataset.num_folds` (default 10) and runs that save it as 10 differ only in
+  seed: one group, labelled by nothing else (reading config.json alone made the old run a setting of its own,
+  'num_folds=None'). A run at another value still stands apart."""
+  for seed in range(3):
+    _run(tmp_path / f"r{seed}", seed, 0.0, [0.5, 0.7])
+  for seed, folds in ((1, 10), (2, 10), (3, 5)):
+    c = json.loads((tmp_path / f"r{min(seed, 2)}" / "config.json").read_text())
+    path = tmp_path / f"r{seed}"
+    if seed == 3:
+      _run(path, 0, 0.0, [0.5, 0.7])
+    c.update(seed=0 if seed == 3 else seed, dataset={"num_folds": folds})
+    (path / "config.json").write_text(json.dumps(c))
+  g = plot.groups(plot.find_workdirs([str(tmp_path)]))
+  assert {k: [w.name for w in v] for k, v in g.items()} == {"num_folds=10": ["r0", "r1", "r2"], "num_folds=5": ["r3"]}
