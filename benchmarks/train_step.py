@@ -2,7 +2,7 @@
 
   pip install -r requirements-bench.txt
   python -m benchmarks.train_step [--models resnet18_cifar,resnet50,vgg16] [--repeats 3] [--steps 3]
-                                  [--conv_impl auto,xla] [--autotune_dir DIR]
+                                  [--conv_impl auto,xla] [--autotune_dir DIR] [--dtype bfloat16]
 
 JAX side: `cnnjax.train.steps.make_train_step` with the optimizer from `cnnjax.train.optim.build` on a real config
 (configs/default.py), jitted with the state donated, as the training loop does. PyTorch side: the same
@@ -36,16 +36,20 @@ MODELS = {  # name: (registry name, options, image size, batch, classes)
 }
 
 
-def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, batch=None):
+def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, batch=None, norm=None):
   """The jitted train step of `name`; under conv_impl 'auto' the autotuner first decides the step's convolutions
   (model.conv_autotune='measure', its cache in `autotune_dir`, as a run with compilation_cache_dir there).
-  `dtype`: the compute dtype (config.dtype); `size`, `batch`: override the table's (device_check's dry run)."""
+  `dtype`: the compute dtype (config.dtype); `size`, `batch`: override the table's (device_check's dry run);
+  `norm`: model.norm (benchmarks.profile_step's step without batch norm). The returned `run` also carries the
+  compiled step, the model, its state box and the batch (for benchmarks.profile_step)."""
   reg, opts, size0, batch0, classes = MODELS[name]
   size, batch = size or size0, batch or batch0
   c = default.get_config()
   c.learning_rate, c.weight_decay, c.lr_schedule = 0.1, 5e-4, "constant"
   c.model.name, c.model.conv_impl, c.dtype = reg, conv_impl or c.model.conv_impl, dtype
   c.model.update(opts)
+  if norm is not None:
+    c.model.norm = norm
   c.dataset.image_size, c.dataset.normalize_on_device = size, False   # float images, fed as they are
   info = data_lib.DatasetInfo("bench", classes, (size, size, 3), (0.0,) * 3, (1.0,) * 3, ("train",))
   exp = build.experiment(c, info, 100, 100)
@@ -80,6 +84,7 @@ def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, bat
       s, m = fn(s, data)
     jax.block_until_ready(m)
     box["state"] = s
+  run.compiled, run.model, run.box, run.data = compiled, model, box, data
   n_params = sum(x.size for x in jax.tree.leaves(state.params))
   return run, batch, compile_s, flops, n_params, tune_s
 
@@ -147,9 +152,11 @@ def torch_models():
           "vgg16": lambda: vgg16(10)}
 
 
-def torch_step(name, mode, n_params_jax, device="cpu", amp=False, size=None, batch=None):
+def torch_step(name, mode, n_params_jax, device="cpu", amp=False, size=None, batch=None, part="step",
+               strip_norm=False):
   """PyTorch's step in `mode` on `device`; `amp`: bfloat16 autocast (parameters and optimizer float32, as JAX's
-  config.dtype='bfloat16')."""
+  config.dtype='bfloat16'); `part`: 'step', or only its 'forward' or 'forward + backward' (benchmarks.profile_step);
+  `strip_norm`: every BatchNorm2d an Identity (the parameter count then differs from JAX's, not checked)."""
   import contextlib
   import torch
   _, _, size0, batch0, classes = MODELS[name]
@@ -157,7 +164,9 @@ def torch_step(name, mode, n_params_jax, device="cpu", amp=False, size=None, bat
   torch.manual_seed(0)
   model = torch_models()[name]().to(device)
   n = sum(p.numel() for p in model.parameters())
-  assert n == n_params_jax, f"{name}: PyTorch has {n} parameters, JAX {n_params_jax}"
+  if strip_norm:
+    _strip_norm(model)
+  assert strip_norm or n == n_params_jax, f"{name}: PyTorch has {n} parameters, JAX {n_params_jax}"
   opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
   x = torch.randn(batch, 3, size, size, device=device)
   y = torch.randint(0, classes, (batch,), device=device)
@@ -172,8 +181,11 @@ def torch_step(name, mode, n_params_jax, device="cpu", amp=False, size=None, bat
     opt.zero_grad(set_to_none=True)
     with cast():
       loss = loss_fn(model(x), y)
+    if part == "forward":
+      return
     loss.backward()
-    opt.step()
+    if part == "step":
+      opt.step()
   fn = torch.compile(one) if mode == "compiled" else one
   t = time.perf_counter()
   fn()
@@ -184,7 +196,17 @@ def torch_step(name, mode, n_params_jax, device="cpu", amp=False, size=None, bat
     for _ in range(k):
       fn()
     sync()
+  run.model = model
   return run, first
+
+
+def _strip_norm(module):
+  import torch.nn as tnn
+  for name, child in module.named_children():
+    if isinstance(child, tnn.BatchNorm2d):
+      setattr(module, name, tnn.Identity())
+    else:
+      _strip_norm(child)
 
 
 def matmul_peak():
@@ -208,6 +230,8 @@ def main():
                  "list times each as its own system, e.g. auto,xla")
   p.add_argument("--autotune_dir", default=default.get_config().compilation_cache_dir,
                  help="where 'auto''s decisions are cached (a fresh directory: measure the one-time cost again)")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="JAX's config.dtype (parameters stay float32); with bfloat16 PyTorch runs under CPU autocast")
   a = p.parse_args()
   import torch
   torch.set_num_threads(2)
@@ -218,9 +242,9 @@ def main():
     systems, firsts, flops, tunes = {}, {}, {}, {}
     for impl in a.conv_impl.split(","):
       key = f"jax_{impl}" if impl else "jax"
-      systems[key], batch, firsts[key], flops[key], n_params, tunes[key] = jax_step(name, impl, a.autotune_dir)
+      systems[key], batch, firsts[key], flops[key], n_params, tunes[key] = jax_step(name, impl, a.autotune_dir, a.dtype)
     for mode in (m for m in a.torch_modes.split(",") if m and name in torch_models()):
-      systems[f"torch_{mode}"], firsts[f"torch_{mode}"] = torch_step(name, mode, n_params)
+      systems[f"torch_{mode}"], firsts[f"torch_{mode}"] = torch_step(name, mode, n_params, amp=a.dtype == "bfloat16")
     for f in systems.values():
       f(1)  # warm-up
     times = {k: [] for k in systems}
@@ -231,7 +255,8 @@ def main():
         times[k].append((time.perf_counter() - t) / a.steps)
     ips = {k: batch / statistics.median(v) for k, v in times.items()}
     best_torch = max([v for k, v in ips.items() if k.startswith("torch")] or [float("nan")])
-    print(f"\n{name} (batch {batch}, {n_params:,d} params)")
+    print(f"\n{name} (batch {batch}, {n_params:,d} params, {a.dtype}"
+          f"{'; torch under autocast' if a.dtype == 'bfloat16' else ''})")
     for k, v in ips.items():
       tune = f" + autotune {tunes[k]:.0f} s" if tunes.get(k) else ""
       print(f"  {k:22s} {v:8.1f} images/s   first step {firsts[k]:6.1f} s{tune}")

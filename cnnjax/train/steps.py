@@ -170,19 +170,20 @@ def _apply_if_finite(tx, state, grads, loss, batch_stats, ema_decay: float, ema_
   """(new state, {'loss': finite, 'grads': finite, 'grad_norm'}): the update applied (and the moving average
   moved) only where loss and gradients are finite; otherwise every leaf keeps its value and only the step
   counter advances."""
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  grad_norm = optax.global_norm(grads)
-  loss_ok, grads_ok = jnp.isfinite(loss), jnp.isfinite(grad_norm)
-  ok = loss_ok & grads_ok
-  keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-  new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
-                            batch_stats=keep(batch_stats, state.batch_stats),
-                            opt_state=keep(opt_state, state.opt_state))
-  if ema_decay > 0:
-    rate = jnp.where(state.step >= ema_start_step, 1.0 - ema_decay, 1.0)  # 1: the average = the new values
-    new = {"params": params, "batch_stats": batch_stats}
-    new_state = new_state.replace(ema=keep(optax.incremental_update(new, state.ema, rate), state.ema))
+  with jax.named_scope("update"):   # one name for the optimizer, EMA and checks in profiles (benchmarks.profile_step)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    loss_ok, grads_ok = jnp.isfinite(loss), jnp.isfinite(grad_norm)
+    ok = loss_ok & grads_ok
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    new_state = state.replace(step=state.step + 1, params=keep(params, state.params),
+                              batch_stats=keep(batch_stats, state.batch_stats),
+                              opt_state=keep(opt_state, state.opt_state))
+    if ema_decay > 0:
+      rate = jnp.where(state.step >= ema_start_step, 1.0 - ema_decay, 1.0)  # 1: the average = the new values
+      new = {"params": params, "batch_stats": batch_stats}
+      new_state = new_state.replace(ema=keep(optax.incremental_update(new, state.ema, rate), state.ema))
   return new_state, {"loss": loss_ok, "grads": grads_ok, "grad_norm": grad_norm}
 
 
