@@ -1,7 +1,8 @@
 """Where a train step's time goes on this CPU, JAX beside PyTorch: forward, backward, update and batch norm.
 
   python -m benchmarks.profile_step [--model resnet50] [--conv_impl auto] [--repeats 3] [--steps 2]
-                                    [--torch_mode channels_last] [--dtype float32|bfloat16] [--out FILE]
+                                    [--torch_mode channels_last] [--dtype float32|bfloat16] [--autotune_dir DIR]
+                                    [--out FILE]
 
 Each part is timed as a program of its own, in one interleaved run (medians of `repeats` x `steps`):
 - forward: the loss in training mode (batch statistics updated), no gradient;
@@ -28,9 +29,9 @@ from cnnjax.train import steps as steps_lib
 PARTS = ("forward", "forward + backward", "step", "step without batch norm")
 
 
-def jax_parts(model: str, conv_impl: str, dtype: str):
+def jax_parts(model: str, conv_impl: str, dtype: str, autotune_dir=None):
   """({part: run(n)}, batch, parameter count) of the JAX step and its parts."""
-  step, batch, _, _, n_params, _ = ts.jax_step(model, conv_impl, dtype=dtype)
+  step, batch, _, _, n_params, _ = ts.jax_step(model, conv_impl, autotune_dir, dtype)
   m, box, data = step.model, step.box, step.data   # box["state"]: the newest state (the step donates its input)
 
   def loss(params, batch_stats):
@@ -44,7 +45,7 @@ def jax_parts(model: str, conv_impl: str, dtype: str):
   parts = {"forward": _looped(lambda: fwd(*args())), "forward + backward": _looped(lambda: grad(*args())),
            "step": step}
   if model != "vgg16":
-    parts["step without batch norm"] = ts.jax_step(model, conv_impl, dtype=dtype, norm="none")[0]
+    parts["step without batch norm"] = ts.jax_step(model, conv_impl, autotune_dir, dtype, norm="none")[0]
   return parts, batch, n_params
 
 
@@ -107,11 +108,13 @@ def main():
   p.add_argument("--torch_mode", default="channels_last", choices=("eager", "channels_last"))
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                  help="JAX config.dtype; PyTorch under CPU autocast to bfloat16 when bfloat16")
+  p.add_argument("--autotune_dir", default=ts.default.get_config().compilation_cache_dir,
+                 help="where 'auto''s decisions are cached (as benchmarks.train_step)")
   p.add_argument("--out", default="", help="also write the table, with its machine and settings, to this file")
   a = p.parse_args()
   import torch
   torch.set_num_threads(2)
-  jp, batch, n_params = jax_parts(a.model, a.conv_impl, a.dtype)
+  jp, batch, n_params = jax_parts(a.model, a.conv_impl, a.dtype, a.autotune_dir)
   tp = torch_parts(a.model, a.torch_mode, n_params, a.dtype == "bfloat16")
   ms = timed({**{("jax", k): v for k, v in jp.items()}, **{("torch", k): v for k, v in tp.items()}},
              a.repeats, a.steps)
