@@ -38,7 +38,8 @@ MODELS = {  # name: (registry name, options, image size, batch, classes)
 
 def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, batch=None, norm=None):
   """The jitted train step of `name`; under conv_impl 'auto' the autotuner first decides the step's convolutions
-  (model.conv_autotune='measure', its cache in `autotune_dir`, as a run with compilation_cache_dir there).
+  (model.conv_autotune='measure', its cache in `autotune_dir`, as a run with compilation_cache_dir there) and
+  checks the plan against plain lax over the whole network, as a training run does.
   `dtype`: the compute dtype (config.dtype); `size`, `batch`: override the table's (device_check's dry run);
   `norm`: model.norm (benchmarks.profile_step's step without batch norm). The returned `run` also carries the
   compiled step, the model, its state box and the batch (for benchmarks.profile_step)."""
@@ -61,6 +62,7 @@ def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, bat
       models.init_variables(model, (size, size, 3), abstract=True, batch=batch)
     t = time.perf_counter()
     autotune.decide(specs)
+    autotune.check_network(specs, lambda: build.network_grad(model, (size, size, 3), info, batch))
     tune_s = time.perf_counter() - t
   state = exp.create(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
@@ -72,8 +74,10 @@ def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, bat
     fn = fn.lower(state, data).compile()
   compile_s = time.perf_counter() - t
   if impl == "auto":
+    net = autotune.state().summary.get("network", {})
     print(f"  {name} jax_auto: autotune {tune_s:.0f} s ({autotune.state().summary.get('measured', 0)} shapes "
-          f"measured); plan {layers.describe_conv_impls(plan)}", flush=True)
+          f"measured; whole network {net.get('ratio')}x lax, {net.get('source')}, "
+          f"{'kept' if net.get('keep', True) else 'plain lax'}); plan {layers.describe_conv_impls(plan)}", flush=True)
   compiled = fn
   flops = (compiled.cost_analysis() or {}).get("flops", float("nan"))
   box = {"state": state}

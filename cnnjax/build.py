@@ -14,6 +14,7 @@ import functools
 from typing import Any, Callable, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from cnnjax import checkpoint, data, defaults, models, parallel
@@ -54,6 +55,32 @@ def input_shape(config, info: data.DatasetInfo) -> Tuple[int, ...]:
 def trace(model, input_shape, info, batch: int = 1):
   """The model's variables as shapes (no compute), on a batch of `batch` inputs of `input_shape`."""
   return models.init_variables(model, input_shape, dtype=info.input_dtype, abstract=True, batch=batch)
+
+
+def network_grad(model, input_shape, info, batch: int):
+  """(make_fn, args) for the autotuner's whole-network check (layers.autotune.check_network): make_fn() compiles,
+  under whatever 'auto' resolves to at that moment, the gradient w.r.t. all variables of the sum of the model's
+  outputs in training mode on `batch` inputs; args are He-scaled random weights (no init to run) and inputs."""
+  import numpy as np
+  rng = np.random.default_rng(0)
+
+  def leaf(path, s):
+    if len(s.shape) >= 2:   # kernels and embeddings: fan-in scaled, so activations keep their size
+      return jnp.asarray(rng.normal(size=s.shape) * np.sqrt(2 / np.prod(s.shape[:-1])), s.dtype)
+    one = str(path[-1]).strip("[]'\"") in ("scale", "var")
+    return jnp.full(s.shape, 1.0 if one else 0.0, s.dtype)
+  variables = jax.tree_util.tree_map_with_path(leaf, trace(model, input_shape, info))
+  shape = (batch, *input_shape)
+  x = (jnp.zeros(shape, info.input_dtype) if jnp.issubdtype(info.input_dtype, jnp.integer)
+       else jnp.asarray(rng.normal(size=shape), info.input_dtype))
+  args = (variables, x, jax.random.PRNGKey(0))
+
+  def make_fn():
+    def loss(variables, x, key):   # a new function each time, so no trace is reused across plans
+      out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": key})
+      return sum(jnp.sum(o.astype(jnp.float32)) for o in jax.tree.leaves(out))
+    return jax.jit(jax.grad(loss)).lower(*args).compile()
+  return make_fn, args
 
 
 def check_model_input(model, input_shape, config, info) -> None:

@@ -2,6 +2,7 @@
 key, the cache file (damaged, foreign, cached-only, a second run), process 0's plan for every process, and models
 that really run each CPU path the tuner can choose, forced through the cache, against plain lax; two real
 processes agreeing on process 0's plan."""
+import collections
 import json
 import logging
 
@@ -31,10 +32,12 @@ def _spec(shape=(2, 16, 16, 8), k=3, stride=2, cout=8, padding="SAME"):
 
 
 class FakeClock:
-  """A timer that only moves when a candidate 'runs': each call of path p advances it by the next of cost[p]."""
+  """A timer that only moves when a candidate 'runs': each call of path p advances it by the next of cost[p]; a
+  path not listed costs 5 (slower than any listed lax: it never wins)."""
 
   def __init__(self, cost):
-    self.t, self.cost, self.calls = 0.0, {p: list(c) for p, c in cost.items()}, []
+    self.cost = collections.defaultdict(lambda: [5.0], {p: list(c) for p, c in cost.items()})
+    self.t, self.calls = 0.0, []
 
   def __call__(self):
     return self.t
@@ -59,12 +62,12 @@ def _decide(tmp_path, cost, spec=None, mode="measure"):
 
 
 def test_a_slow_candidate_is_never_chosen_and_a_clear_winner_is(tmp_path):
-  """The candidates of a strided 3x3 layer with a 8x8 output are plain lax, lax_cpu and polyphase."""
-  assert autotune.candidates(_spec()) == ("xla", "lax_cpu", "polyphase")
-  # lax_cpu is 3x slower, polyphase 2x slower, and lax itself noisy (one round in five very slow): lax.
+  """The candidates of a strided 3x3 layer with a 8x8 output are plain lax, lax_cpu, polyphase and im2col."""
+  assert autotune.candidates(_spec()) == ("xla", "lax_cpu", "polyphase", "im2col")
+  # lax_cpu is 3x slower, polyphase 2x slower, im2col 1.5x, and lax itself noisy (one round in five very slow): lax.
   noisy = [1.0, 1.0, 1.0, 1.0, 9.0]
-  path, clock = _decide(tmp_path / "a", {"xla": noisy, "lax_cpu": [3.0], "polyphase": [2.0]})
-  assert path == "xla" and {"xla", "lax_cpu", "polyphase"} <= set(clock.calls)
+  path, clock = _decide(tmp_path / "a", {"xla": noisy, "lax_cpu": [3.0], "polyphase": [2.0], "im2col": [1.5]})
+  assert path == "xla" and set(clock.calls) == {"xla", "lax_cpu", "polyphase", "im2col"}
   # polyphase at 0.6 of lax wins, whatever the others do.
   assert _decide(tmp_path / "b", {"xla": noisy, "lax_cpu": [3.0], "polyphase": [0.6]})[0] == "polyphase"
 
@@ -127,7 +130,13 @@ def test_a_second_run_and_cached_only_mode_measure_nothing(tmp_path):
   assert (path, clock.calls) == ("xla", [])
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"version": 1, "decisions": []}), "damaged"])
+_OLD = json.dumps({"version": 1, "machine": KEY,
+                   "decisions": {autotune.spec_key(_spec()): {"path": "lax_cpu", "ms": {}}}})
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"version": autotune.VERSION, "decisions": []}),
+                                     "damaged", _OLD], ids=["not json", "decisions not a dict", "damaged",
+                                                            "version 1 (before im2col and the network check)"])
 def test_a_damaged_cache_file_is_ignored_with_a_warning(tmp_path, caplog, content):
   f = autotune.cache_file(str(tmp_path), KEY)
   f.write_text(content)
@@ -143,13 +152,13 @@ def test_a_foreign_cache_file_is_never_trusted(tmp_path, caplog):
   with a decision for this very layer: ignored with a warning, in cached-only mode too."""
   spec = _spec()
   f = autotune.cache_file(str(tmp_path), KEY)
-  f.write_text(json.dumps({"version": 1, "machine": dict(KEY, cpu="Other CPU"),
+  f.write_text(json.dumps({"version": autotune.VERSION, "machine": dict(KEY, cpu="Other CPU"),
                            "decisions": {autotune.spec_key(spec): {"path": "polyphase", "ms": {}}}}))
   with caplog.at_level(logging.WARNING, logger="cnnjax"):
     assert _decide(tmp_path, {"xla": [1.0]}, mode="cached")[0] == "xla"
   assert any("another machine" in r.getMessage() and "Other CPU" in r.getMessage() for r in caplog.records)
   # A decision naming a path that does not fit the layer (Winograd for a strided one) is not run either.
-  f.write_text(json.dumps({"version": 1, "machine": KEY,
+  f.write_text(json.dumps({"version": autotune.VERSION, "machine": KEY,
                            "decisions": {autotune.spec_key(spec): {"path": "winograd_f4", "ms": {}}}}))
   assert _decide(tmp_path, {"xla": [1.0]}, mode="cached")[0] == "xla"
 
@@ -175,6 +184,87 @@ def test_process_0_decides_for_every_process(tmp_path, monkeypatch):
   assert [autotune.resolve_auto(s, "cpu")[0] for s in (a, b)] == ["polyphase", "xla"]
 
 
+def _check_network(tmp_path, plan_cost, lax_cost=(1.0,), mode="measure", path="polyphase"):
+  """check_network on a one-layer network whose layer is decided `path`, under a fake clock: the network's
+  forward+backward costs `plan_cost` per call when compiled under the plan, `lax_cost` under lax_only."""
+  spec = _spec()
+  autotune.write(autotune.cache_file(str(tmp_path), KEY), KEY, {autotune.spec_key(spec): {"path": path, "ms": {}}})
+  autotune.configure(mode, str(tmp_path), key=KEY)
+  clock = FakeClock({"xla": list(lax_cost), "plan": list(plan_cost)})
+  built = []
+
+  def network():
+    built.append(True)
+    return (lambda: clock.make_fn("xla" if autotune._LAX_ONLY else "plan", spec)), ()
+  keep = autotune.check_network({autotune.spec_key(spec): spec}, network, timer=clock)
+  return keep, autotune.resolve_auto(spec, "cpu")[0], built, clock
+
+
+def test_a_plan_that_loses_over_the_whole_network_is_dropped_and_remembered(tmp_path):
+  """The layer's path won alone, but the network under the plan is slower than under lax: every convolution
+  runs lax, and a second run reads that verdict instead of measuring (its network is never built)."""
+  keep, path, built, clock = _check_network(tmp_path, plan_cost=[1.3])
+  assert (keep, path, built) == (False, "xla", [True])
+  assert clock.calls.count("plan") == clock.calls.count("xla") == 1 + autotune.ROUNDS   # calibration, rounds
+  assert autotune.state().summary["network"] == {"keep": False, "ratio": 1.3, "source": "measured",
+                                                 "plan": autotune.plan_key({autotune.spec_key(_spec()): _spec()})}
+  keep, path, built, clock = _check_network(tmp_path, plan_cost=[0.1])   # the cache's verdict, not this clock
+  assert (keep, path, built, clock.calls) == (False, "xla", [], [])
+  assert autotune.state().summary["network"]["source"] == "cache"
+
+
+def test_a_plan_that_wins_over_the_whole_network_is_kept_and_a_near_tie_goes_to_lax(tmp_path):
+  keep, path, _, _ = _check_network(tmp_path / "a", plan_cost=[0.9])
+  assert (keep, path) == (True, "polyphase")
+  just_inside = 1 - autotune.NETWORK_MARGIN + 0.01
+  keep, path, _, _ = _check_network(tmp_path / "b", plan_cost=[just_inside])
+  assert (keep, path) == (False, "xla")
+
+
+def test_a_plain_lax_plan_or_cached_only_mode_builds_no_network(tmp_path):
+  keep, path, built, _ = _check_network(tmp_path / "a", plan_cost=[9.0], path="xla")
+  assert (keep, path, built) == (True, "xla", [])
+  keep, path, built, _ = _check_network(tmp_path / "b", plan_cost=[9.0], mode="cached")   # no verdict cached
+  assert (keep, path, built) == (True, "polyphase", [])
+  assert autotune.state().summary["network"]["source"] == "unchecked"
+
+
+def test_a_damaged_network_verdict_is_ignored(tmp_path):
+  _check_network(tmp_path, plan_cost=[1.3])
+  f = autotune.cache_file(str(tmp_path), KEY)
+  doc = json.loads(f.read_text())
+  doc["networks"] = {k: {"keep": "no"} for k in doc["networks"]}   # not a bool: measured again
+  f.write_text(json.dumps(doc))
+  autotune.configure("measure", str(tmp_path), key=KEY)
+  assert autotune.state().loaded() and autotune.state().networks == {}
+  keep, path, built, _ = _check_network(tmp_path, plan_cost=[0.5])
+  assert (keep, path, built) == (True, "polyphase", [True])
+
+
+@pytest.mark.slow
+def test_the_network_check_compiles_each_plan_for_real(tmp_path):
+  """build.network_grad's function compiled under the plan and under lax_only: different programs (a 1x1 layer
+  forced to 'dot' has no convolution under the plan), equal gradients (within float32 rounding)."""
+  from cnnjax import build, data as data_lib
+  model = models.create("resnet20", num_classes=10, conv_impl="auto", stage_sizes=(1, 1, 1), shortcut="B")
+  info = data_lib.DatasetInfo("t", 10, (8, 8, 3), (0.0,) * 3, (1.0,) * 3, ("train",))
+  autotune.configure("cached", str(tmp_path), key=KEY)
+  with autotune.collecting() as specs:
+    build.trace(model, (8, 8, 3), info, 2)
+  plan = {k: {"path": "dot" if s.kernel_shape[0] == 1 else "xla", "ms": {}} for k, s in specs.items()}
+  autotune.write(autotune.cache_file(str(tmp_path), KEY), KEY, plan)
+  autotune.configure("cached", str(tmp_path), key=KEY)
+  make_fn, args = build.network_grad(model, (8, 8, 3), info, 2)
+  with autotune.lax_only():
+    lax_fn = make_fn()
+  plan_fn = make_fn()
+  count = lambda f: f.as_text().count(" convolution(")
+  ones = sum(p["path"] == "dot" for p in plan.values())
+  assert ones == 2 and count(plan_fn) < count(lax_fn)
+  for g, r in zip(jax.tree.leaves(plan_fn(*args)), jax.tree.leaves(lax_fn(*args))):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * float(jnp.abs(r).max()))
+
+
 def test_conv_autotune_is_validated():
   from cnnjax import config as config_lib
   c = tiny_config(**{"model.conv_autotune": "sometimes"})
@@ -187,7 +277,7 @@ def test_conv_autotune_is_validated():
 # The tiny ResNet (8x8, batch 2, projection shortcuts) and the path forced for each of its convolutions: every
 # path the tuner can choose, each on a layer it fits (forced: the cache is not bound by the speed filters).
 FORCED = {(3, 16, 1, 3): "xla", (16, 16, 1, 3): "winograd_f4", (16, 32, 2, 3): "polyphase",
-          (16, 32, 2, 1): "dot", (32, 32, 1, 3): "lax_cpu", (32, 64, 2, 3): "xla", (32, 64, 2, 1): "polyphase",
+          (16, 32, 2, 1): "dot", (32, 32, 1, 3): "lax_cpu", (32, 64, 2, 3): "im2col", (32, 64, 2, 1): "polyphase",
           (64, 64, 1, 3): "winograd_f2"}
 
 

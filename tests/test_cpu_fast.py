@@ -38,6 +38,9 @@ CASES = [("lax_cpu", (1, 7, 9, 3), 3, 1, "SAME"),
          ("polyphase", (1, 19, 17, 2), 3, 2, ((1, 1), (0, 2))),
          ("dot", (1, 7, 5, 6), 1, 1, "VALID"),
          ("dot", (2, 9, 7, 6), 1, 2, "VALID"),
+         ("im2col", (1, 7, 9, 3), 3, 1, "SAME"),
+         ("im2col", (2, 17, 16, 3), 3, 2, ((1, 1), (0, 2))),
+         ("im2col", (1, 11, 10, 2), 5, 2, "VALID"),
          ("winograd_f4", (1, 6, 13, 3), 3, 1, ((2, 0), (1, 2))),   # SAME and more: tests/test_conv.py
          ("winograd_f2", (2, 7, 10, 3), 3, 1, ((0, 2), (1, 0)))]
 
@@ -82,18 +85,20 @@ def test_auto_is_lax_off_cpu_and_undecided_and_the_cached_path_on_cpu(tmp_path, 
 
 
 def test_candidates_are_the_paths_that_fit_less_the_measured_losers():
-  """Polyphase only for strided layers with outputs of at least 8x8, dot only for unpadded 1x1 layers, Winograd
-  only for undilated 3x3 stride-1 layers of at least 128 channels; grouped or dilated layers: lax only."""
+  """Polyphase only for strided layers with outputs of at least 8x8, dot only for unpadded 1x1 layers, im2col for
+  larger kernels whose patches fit IM2COL_MAX_BYTES, Winograd only for undilated 3x3 stride-1 layers of at least
+  128 channels; grouped or dilated layers: lax only."""
   c = lambda *a, **kw: autotune.candidates(_spec(*a, **kw))
-  assert c((4, 28, 28, 160), 3, cout=128) == ("xla", "lax_cpu", "winograd_f4", "winograd_f2")
-  assert c((4, 28, 28, 48), 3, cout=80) == ("xla", "lax_cpu")            # Winograd: too few channels
-  assert c((4, 16, 16, 64), 3, 2) == ("xla", "lax_cpu", "polyphase")
-  assert c((4, 14, 14, 64), 3, 2) == ("xla", "lax_cpu")                  # a 7x7 output
+  assert c((4, 28, 28, 160), 3, cout=128) == ("xla", "lax_cpu", "im2col", "winograd_f4", "winograd_f2")
+  assert c((4, 28, 28, 48), 3, cout=80) == ("xla", "lax_cpu", "im2col")  # Winograd: too few channels
+  assert c((4, 16, 16, 64), 3, 2) == ("xla", "lax_cpu", "polyphase", "im2col")
+  assert c((4, 14, 14, 64), 3, 2) == ("xla", "lax_cpu", "im2col")        # a 7x7 output
   assert c((4, 16, 16, 64), 1, padding="VALID") == ("xla", "lax_cpu", "dot")
   assert c((4, 16, 16, 64), 1, 2, padding="VALID") == ("xla", "lax_cpu", "polyphase", "dot")
   assert c((4, 16, 16, 64), 1, padding=((1, 1), (1, 1))) == ("xla", "lax_cpu")     # padded 1x1: not a dot
   assert c((4, 32, 32, 128), 3, cout=128, rhs_dilation=(2, 2)) == ("xla", "lax_cpu")
-  assert c((4, 32, 32, 64), 5, 2) == ("xla", "lax_cpu", "polyphase")
+  assert c((4, 32, 32, 64), 5, 2) == ("xla", "lax_cpu", "polyphase", "im2col")
+  assert "im2col" not in c((64, 112, 112, 64), 3)    # its patches would take more than IM2COL_MAX_BYTES
 
 
 def _eqns(jaxpr):

@@ -90,7 +90,7 @@ def entry_point(module: str):
         a = kw.get("action")
         action = a.value if isinstance(a, ast.Constant) else a.attr if isinstance(a, ast.Attribute) else None
         spec = {"bool": action in ("store_true", "store_false", "BooleanOptionalAction")}
-        if "choices" in kw:
+        if "choices" in kw and isinstance(kw["choices"], (ast.List, ast.Tuple)):   # computed choices: not checked
           spec["choices"] = [e.value for e in kw["choices"].elts]
         defined[name[2:]] = spec
         if action == "BooleanOptionalAction":

@@ -2,10 +2,12 @@
 
 Like `torch.backends.cudnn.benchmark`. The first time a layer's convolution (input and kernel shapes, strides,
 padding, dilations, groups, dtype) is seen on a machine, `decide` times forward+backward of every candidate path
-of cpu_fast.py that applies (plain lax 'xla', 'lax_cpu', 'polyphase', 'dot', 'winograd_f4', 'winograd_f2'), in
-interleaved rounds, on the layer's own shapes with an elementwise producer in front (relu(x * scale): the batch
-norm and ReLU that precede nearly every convolution, which is what 'lax_cpu' is about). The fastest is kept only
-if it beats plain lax by more than `MARGIN` (measured noise); otherwise, and for a tie, the layer runs plain lax.
+of cpu_fast.py that applies (plain lax 'xla', 'lax_cpu', 'polyphase', 'dot', 'im2col', 'winograd_f4',
+'winograd_f2'), in interleaved rounds, on the layer's own shapes with an elementwise producer in front
+(relu(x * scale): the batch norm and ReLU that precede nearly every convolution, which is what 'lax_cpu' is
+about). The fastest is kept only if it beats plain lax by more than `MARGIN` (measured noise); otherwise, and for
+a tie, the layer runs plain lax. Then `check_network` times the whole network under that plan against plain lax
+once, and keeps the plan only if the network is faster under it (layers that win alone can lose together).
 
 Decisions are cached in a JSON file per machine (`cache_file`), in the directory of JAX's compilation cache, named
 by a hash of the machine key (`machine_key`: CPU model and instruction-set flags, jax and jaxlib versions,
@@ -45,13 +47,17 @@ log = logging.getLogger("cnnjax")
 
 MODES = ("measure", "cached", "off")
 CHOICES = ("xla",) + cpu_fast.PATHS     # what a decision may name; 'xla' is plain lax
-VERSION = 1
+VERSION = 2   # 2: 'im2col' among the candidates, whole-network verdicts; a version-1 file is decided anew
 # A candidate's ratio to plain lax (median over rounds of the paired ratios) must be below 1 - MARGIN. Noise,
 # measured on a 2-core AMD EPYC (Zen 3) shared with other jobs: plain lax against a second compiled copy of
 # itself on ResNet-20's layers at batch 128 (`python -m benchmarks.conv --noise`, 20 comparisons) gave ratios
 # whose |ratio - 1| had median 0.08, 90th percentile 0.18, max 0.25. A 0.2 margin lets an equal path pass
 # for a winner about 1 time in 10 (harmless: it is equal) and a path that is truly 10% slower almost never.
 MARGIN = 0.2
+# The whole network (check_network) must run at most 1 - NETWORK_MARGIN of plain lax's time under the per-layer
+# plan. A whole forward+backward sums dozens of layers, so its paired ratios vary far less than one layer's
+# (benchmarks/RESULTS.md: lax against lax over ResNet-20, ResNet-50 and VGG-16, 2-core AMD EPYC Zen 4).
+NETWORK_MARGIN = 0.05
 ROUNDS = 5                 # interleaved timing rounds per layer shape (medians over these)
 MIN_SECONDS = 0.02         # each timing repeats the step until it lasts about this long (at most 10 calls)
 _ISA = re.compile(r"^(avx|amx|sse|ssse|fma|f16c|bmi|adx|sha|aes|vaes|vpclmul|gfni|movbe|popcnt|vnni|neon|asimd|sve)")
@@ -111,6 +117,8 @@ def applies(path: str, spec: ConvSpec) -> bool:
     return set(spec.kernel_spatial) == {1} and all(p == (0, 0) for p in spec.padding)
   if path == "polyphase":
     return max(spec.strides) > 1
+  if path == "im2col":
+    return max(spec.kernel_spatial) > 1
   if path in ("winograd_f4", "winograd_f2"):
     return not conv_winograd.winograd_limits(spec)
   return False
@@ -118,12 +126,16 @@ def applies(path: str, spec: ConvSpec) -> bool:
 
 def candidates(spec: ConvSpec) -> Tuple[str, ...]:
   """The paths worth timing for `spec`: those that apply, less polyphase below an 8x8 output and Winograd below
-  128 channels (cpu_fast.py: measured slower there, and Winograd's compile time would not be repaid)."""
+  128 channels (cpu_fast.py: measured slower there, and Winograd's compile time would not be repaid), and
+  im2col where its patches would exceed IM2COL_MAX_BYTES."""
   out = [p for p in CHOICES if applies(p, spec)]
   if min(spec.out_spatial) < cpu_fast.POLYPHASE_MIN_OUT and "polyphase" in out:
     out.remove("polyphase")
   if min(spec.in_shape[-1], spec.out_shape[-1]) < cpu_fast.WINOGRAD_MIN_CHANNELS:
     out = [p for p in out if not p.startswith("winograd")]
+  patch_bytes = math.prod(spec.out_shape[:-1]) * math.prod(spec.kernel_shape[:-1]) * spec.compute_dtype.itemsize
+  if patch_bytes > cpu_fast.IM2COL_MAX_BYTES and "im2col" in out:
+    out.remove("im2col")
   return tuple(out)
 
 
@@ -149,7 +161,7 @@ def measure(spec: ConvSpec, paths, timer: Callable[[], float] = time.perf_counte
   """Seconds of one forward+backward per path in each of `ROUNDS` interleaved rounds (after a compiling call
   and a calibrating one): {path: [seconds per round]}."""
   args = _arguments(spec)
-  fns, once = {}, {}
+  fns = {}
   for p in paths:
     f = make_fn(p, spec)
     try:
@@ -160,6 +172,14 @@ def measure(spec: ConvSpec, paths, timer: Callable[[], float] = time.perf_counte
       log.warning("conv autotune: %s failed on %s (%s: %s); not a candidate", p, spec_key(spec), type(e).__name__, e)
       continue
     fns[p] = f
+  return time_rounds(fns, args, timer)
+
+
+def time_rounds(fns: Dict[str, Callable], args, timer: Callable[[], float] = time.perf_counter) -> dict:
+  """{name: [seconds per call in each of `ROUNDS` interleaved rounds]} for compiled functions of `args`, each
+  round repeating a call until it lasts about MIN_SECONDS (at most 10 calls, calibrated on one call each)."""
+  once = {}
+  for p, f in fns.items():
     t = timer()
     jax.block_until_ready(f(*args))
     once[p] = timer() - t
@@ -197,6 +217,8 @@ class _State:
       raise ValueError(f"conv_autotune={mode!r} is not one of {MODES}")
     self.mode, self.compilation_cache_dir, self._key = mode, compilation_cache_dir, key
     self.decisions: Optional[Dict[str, dict]] = None    # loaded on first use
+    self.networks: Optional[Dict[str, dict]] = None     # whole-network verdicts {plan key: {'keep', 'ratio'}}
+    self.rejected = False                               # this process's network runs plain lax (check_network)
     self.summary: dict = {}                              # what the last `decide` did, for conv_impls.json
 
   @property
@@ -211,12 +233,15 @@ class _State:
 
   def loaded(self) -> Dict[str, dict]:
     if self.decisions is None:
-      self.decisions = {k: dict(v, source="cache") for k, v in read(self.file, self.key).items()}
+      doc = _read_doc(self.file, self.key)
+      self.decisions = {k: dict(v, source="cache") for k, v in _decisions(self.file, doc).items()}
+      self.networks = _networks(doc)
     return self.decisions
 
 
 _STATE = _State()
 _COLLECTING: List[dict] = []
+_LAX_ONLY: List[bool] = []
 
 
 def configure(mode: str, compilation_cache_dir: str, key: Optional[dict] = None) -> None:
@@ -233,6 +258,11 @@ def state() -> _State:
 def read(path: pathlib.Path, key: dict) -> Dict[str, dict]:
   """The decisions in `path` if it is a readable cache file for machine `key`; {} otherwise (with a warning for a
   damaged or foreign file, whose decisions are never used)."""
+  return _decisions(path, _read_doc(path, key))
+
+
+def _read_doc(path: pathlib.Path, key: dict) -> dict:
+  """The cache file's content if it is a version-VERSION file for machine `key`, else {} (warned)."""
   try:
     doc = json.loads(path.read_text())
   except FileNotFoundError:
@@ -247,19 +277,32 @@ def read(path: pathlib.Path, key: dict) -> Dict[str, dict]:
     log.warning("conv autotune: ignoring %s: written for another machine or software (%s), not this one (%s)",
                 path, doc.get("machine"), key)
     return {}
-  good = {k: v for k, v in doc["decisions"].items() if isinstance(v, dict) and v.get("path") in CHOICES
+  return doc
+
+
+def _decisions(path, doc: dict) -> Dict[str, dict]:
+  decisions = doc.get("decisions", {})
+  good = {k: v for k, v in decisions.items() if isinstance(v, dict) and v.get("path") in CHOICES
           and isinstance(v.get("ms", {}), dict) and all(isinstance(t, (int, float)) for t in v.get("ms", {}).values())}
-  if len(good) != len(doc["decisions"]):
-    log.warning("conv autotune: %s: ignoring %d decisions that name no known path", path,
-                len(doc["decisions"]) - len(good))
+  if len(good) != len(decisions):
+    log.warning("conv autotune: %s: ignoring %d decisions that name no known path", path, len(decisions) - len(good))
   return good
 
 
-def write(path: pathlib.Path, key: dict, decisions: Dict[str, dict]) -> None:
-  """Adds `decisions` to the file (keeping those another run wrote meanwhile), atomically: a temporary file in
-  the same directory, then a rename."""
-  merged = {**read(path, key), **{k: {f: v[f] for f in ("path", "ms")} for k, v in decisions.items()}}
-  doc = {"version": VERSION, "machine": key, "margin": MARGIN, "decisions": merged}
+def _networks(doc: dict) -> Dict[str, dict]:
+  nets = doc.get("networks", {})
+  return {k: v for k, v in (nets.items() if isinstance(nets, dict) else ())
+          if isinstance(v, dict) and isinstance(v.get("keep"), bool)}
+
+
+def write(path: pathlib.Path, key: dict, decisions: Dict[str, dict], networks: Optional[Dict[str, dict]] = None
+          ) -> None:
+  """Adds `decisions` and whole-network `networks` verdicts to the file (keeping those another run wrote
+  meanwhile), atomically: a temporary file in the same directory, then a rename."""
+  doc = _read_doc(path, key)
+  merged = {**_decisions(path, doc), **{k: {f: v[f] for f in ("path", "ms")} for k, v in decisions.items()}}
+  doc = {"version": VERSION, "machine": key, "margin": MARGIN, "decisions": merged,
+         "networks": {**_networks(doc), **(networks or {})}}
   path.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name + ".tmp-", delete=False) as f:
     json.dump(doc, f, indent=1, sort_keys=True)
@@ -276,6 +319,8 @@ def resolve_auto(spec: ConvSpec, backend: Optional[str] = None) -> Tuple[str, st
   st = _STATE
   if st.mode == "off":
     return "xla", "conv_autotune=off: lax"
+  if st.rejected or _LAX_ONLY:
+    return "xla", "autotune: the network is faster under plain lax (check_network): lax"
   d = st.loaded().get(spec_key(spec))
   if d is not None and applies(d["path"], spec):
     ms = ", ".join(f"{p} {v:.1f}" for p, v in sorted(d.get("ms", {}).items(), key=lambda kv: kv[1]))
@@ -339,3 +384,60 @@ def decide(specs: Dict[str, ConvSpec], *, timer: Callable[[], float] = time.perf
   if not new and todo == [] and st.mode != "off":
     log.info("conv autotune: %d shapes, %d decided from %s", len(specs), st.summary["from_cache"], st.file)
   return any(decisions.get(k, {}).get("path", "xla") != before[k] for k in specs) or bool(new)
+
+
+@contextlib.contextmanager
+def lax_only():
+  """Inside the block 'auto' resolves every convolution to plain lax (check_network's reference)."""
+  _LAX_ONLY.append(True)
+  try:
+    yield
+  finally:
+    _LAX_ONLY.pop()
+
+
+def plan_key(specs: Dict[str, ConvSpec]) -> str:
+  """The per-layer plan of the convolutions in `specs` (each spec with its decided path) as a short hash."""
+  decisions = _STATE.loaded()
+  lines = sorted(f"{k} -> {decisions.get(k, {}).get('path', 'xla')}" for k in specs)
+  return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def check_network(specs: Dict[str, ConvSpec], network: Callable[[], tuple], *,
+                  timer: Callable[[], float] = time.perf_counter, broadcast=None) -> bool:
+  """Whether this process's network keeps the per-layer plan of `specs`, or runs plain lax throughout (then every
+  later 'auto' resolution in the process is lax, until `configure`). Layers that each beat lax alone can lose
+  together (VGG-16 on a 2-core AMD Zen 4: three Winograd layers chosen at 0.4-0.8x of lax, the train step 1.27x
+  slower; benchmarks/RESULTS.md). So under 'measure' the whole network is timed once per plan and machine:
+  `network()` returns (make_fn, args), make_fn() compiling the network's forward+backward under whatever 'auto'
+  resolves to, called once under the plan and once under `lax_only`; the plan is kept only below
+  1 - NETWORK_MARGIN of lax's time. The verdict is cached with the decisions; process 0's holds for all. A plan
+  that is plain lax already, or has no verdict in 'cached' mode, is kept unmeasured."""
+  st = _STATE
+  decisions = st.loaded()
+  if st.mode == "off" or all(decisions.get(k, {}).get("path", "xla") == "xla" for k in specs):
+    return True
+  key = plan_key(specs)
+  verdict, source = st.networks.get(key), "cache"
+  if verdict is None and st.mode == "measure" and jax.process_index() == 0:
+    t0 = timer()
+    make_fn, args = network()
+    with lax_only():
+      lax_fn = make_fn()
+    times = time_rounds({"xla": lax_fn, "plan": make_fn()}, args, timer)
+    ratio = ratios(times)["plan"]
+    verdict, source = {"keep": bool(ratio < 1 - NETWORK_MARGIN), "ratio": round(ratio, 3)}, "measured"
+    st.networks[key] = verdict
+    write(st.file, st.key, {}, {key: verdict})
+    log.info("conv autotune: the whole network under the plan takes %.2fx plain lax's time: %s (checked in %.0f s)",
+             ratio, "plan kept" if verdict["keep"] else "plain lax instead", timer() - t0)
+  keep = True if verdict is None else verdict["keep"]
+  if jax.process_count() > 1:
+    if broadcast is None:
+      from jax.experimental import multihost_utils  # only for multi-process runs
+      broadcast = multihost_utils.broadcast_one_to_all
+    keep, source = bool(np.asarray(broadcast(np.array(keep)))), "process 0"
+  st.rejected = not keep
+  st.summary["network"] = {"keep": keep, "ratio": None if verdict is None else verdict["ratio"],
+                           "source": source if verdict is not None else "unchecked", "plan": key}
+  return keep

@@ -10,6 +10,10 @@ On CPU each layer gets plain lax or one of these paths, whichever autotune.py me
                  polyphase decomposition (polyphase.py) instead of a convolution over zero-dilated gradients
                  (232-291 -> 84-103 ms for ResNet-18 CIFAR's 32x32 64->128 layer; slower below 8x8).
   'dot'          1x1 convolutions (any stride, no padding) as one dot_general over the channels.
+  'im2col'       larger kernels as one matrix product over explicitly gathered patches (conv_im2col.py): all
+                 three products of the step (forward, input and kernel gradients) become plain dots, which XLA's
+                 CPU backend runs nearer the machine's peak than its convolutions on some CPUs (AVX-512 ones),
+                 at the cost of writing the patches (kernel-size times the input) to memory.
   'winograd_f4', 'winograd_f2'   3x3 stride-1 layers by Winograd F(4x4, 3x3) / F(2x2, 3x3) with a
                  hand-written VJP (conv_winograd.py).
 
@@ -29,19 +33,20 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from cnnjax.layers import conv_winograd
+from cnnjax.layers import conv_im2col, conv_winograd
 from cnnjax.layers._conv_spec import ConvSpec
 from cnnjax.layers.polyphase import strided_conv
 
 log = logging.getLogger("cnnjax")
 
 XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
-PATHS = ("lax_cpu", "polyphase", "dot", "winograd_f4", "winograd_f2")
+PATHS = ("lax_cpu", "polyphase", "dot", "im2col", "winograd_f4", "winograd_f2")
 POLYPHASE_MIN_OUT = 8   # below an 8x8 output the phases' small convolutions lose to XLA's (measured)
 # Winograd's tile transforms take XLA several seconds to compile per layer (ResNet-18 CIFAR's first step: 144 s
 # with them, 45 s without, under load); below 128 channels the measured saving (3 ms a step for the default
 # run's 8x8x64 layers) would not repay that within a run of a few hundred steps.
 WINOGRAD_MIN_CHANNELS = 128
+IM2COL_MAX_BYTES = 2 ** 30   # im2col's patches are kernel-size times the input: not tried above 1 GiB
 
 
 def set_xla_flags() -> str:
@@ -99,6 +104,9 @@ def conv(path: str, spec: ConvSpec, x, w):
     x = x[(slice(None),) + tuple(slice(None, None, s) for s in spec.strides)]
     return lax.dot_general(x.astype(spec.compute_dtype), w.reshape(w.shape[-2:]).astype(spec.compute_dtype),
                            (((x.ndim - 1,), (0,)), ((), ()))).astype(spec.out_dtype)
+  if path == "im2col":   # materialised: each input element is read kernel-size times by the gather
+    y = conv_im2col.conv_im2col(spec, materialize(x).astype(spec.compute_dtype), w.astype(spec.compute_dtype))
+    return y.astype(spec.out_dtype)
   if path in ("winograd_f4", "winograd_f2"):
     # Materialised: the input transform reads each element up to alpha^2 times, and XLA would recompute the
     # input's elementwise producers (batch norm, ReLU) inside it.

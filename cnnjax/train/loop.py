@@ -95,7 +95,8 @@ def conv_plan(model, input_shape, config, info) -> Dict[str, Any]:
   """The convolution implementation each layer resolves to, with the backend, XLA flags and, under 'auto', the
   machine key and where the plan came from (for conv_impls.json). Under conv_impl='auto' on CPU the model is
   traced at the training step's (micro)batch: the autotuner decides the convolutions it sees (measuring those it
-  has not, with model.conv_autotune='measure'), and the plan is that of a last trace. Called with the workdir
+  has not, with model.conv_autotune='measure'), then keeps that plan only if the whole network runs faster under
+  it than under plain lax (autotune.check_network); the plan is that of a last trace. Called with the workdir
   held, so a second launch on a busy workdir measures nothing."""
   with layers.record_conv_impls() as plan:
     build.trace(model, input_shape, info)
@@ -103,7 +104,8 @@ def conv_plan(model, input_shape, config, info) -> Dict[str, Any]:
     batch = config.batch_size // config.grad_accum_steps
     with layers.record_conv_impls() as plan, autotune.collecting() as specs:
       build.trace(model, input_shape, info, batch)
-    if autotune.decide(specs):  # something was measured or agreed on: trace with the decisions
+    changed = autotune.decide(specs)   # something was measured or agreed on: trace with the decisions
+    if not autotune.check_network(specs, lambda: build.network_grad(model, input_shape, info, batch)) or changed:
       with layers.record_conv_impls() as plan:
         build.trace(model, input_shape, info, batch)
   return layers.conv_impls_record(plan)
