@@ -352,11 +352,20 @@ from cnnjax.layers._conv_spec import make_spec
 key = {"cpu": "Test CPU", "isa": [], "jax": "0", "jaxlib": "0", "xla_flags": ""}
 spec = make_spec(jax.ShapeDtypeStruct((2, 16, 16, 8), jnp.float32), jax.ShapeDtypeStruct((3, 3, 8, 8), jnp.float32),
                  (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+specs = {autotune.spec_key(spec): spec}
+f = autotune.cache_file(sys.argv[3], key)
 autotune.configure("cached", sys.argv[3], key=key)
-if jax.process_index() == 0:
-  autotune.write(autotune.cache_file(sys.argv[3], key), key, {autotune.spec_key(spec): {"path": "polyphase", "ms": {}}})
-autotune.decide({autotune.spec_key(spec): spec})
-print(json.dumps([autotune.resolve_auto(spec, "cpu")[0], autotune.state().summary["from_process_0"]]))
+if jax.process_index() == 0:   # process 0: polyphase, and a verdict that the network is faster under lax
+  autotune.write(f, key, {autotune.spec_key(spec): {"path": "polyphase", "ms": {}}})
+  autotune.write(f, key, {}, {autotune.plan_key(specs): {"keep": False, "ratio": 1.3}})
+  autotune.configure("cached", sys.argv[3], key=key)
+autotune.decide(specs)
+first = autotune.resolve_auto(spec, "cpu")[0]
+def network():
+  raise AssertionError("nothing is measured in cached mode")
+autotune.check_network(specs, network)
+print(json.dumps([first, autotune.state().summary["from_process_0"], autotune.resolve_auto(spec, "cpu")[0],
+                  autotune.state().summary["network"]["source"]]))
 """
 
 
@@ -364,7 +373,8 @@ print(json.dumps([autotune.resolve_auto(spec, "cpu")[0], autotune.state().summar
 @pytest.mark.slow
 def test_two_real_processes_run_process_0s_plan(tmp_path):
   """jax.distributed on 127.0.0.1: process 0's cache says polyphase, process 1's (another directory) is empty;
-  after the broadcast both run polyphase."""
+  after the broadcast both run polyphase. Process 0's cache also says the network is faster under lax; process 1
+  has no verdict (it would keep the plan): after check_network's broadcast both run lax."""
   import subprocess
   import sys
   from tests import helpers
@@ -374,4 +384,5 @@ def test_two_real_processes_run_process_0s_plan(tmp_path):
                             text=True) for i in range(2)]
   outs = [p.communicate(timeout=300) for p in procs]
   assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
-  assert [json.loads(o.strip().splitlines()[-1]) for o, _ in outs] == [["polyphase", 0], ["polyphase", 1]]
+  assert [json.loads(o.strip().splitlines()[-1]) for o, _ in outs] == [["polyphase", 0, "xla", "cache"],
+                                                                      ["polyphase", 1, "xla", "process 0"]]

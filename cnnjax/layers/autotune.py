@@ -431,13 +431,14 @@ def check_network(specs: Dict[str, ConvSpec], network: Callable[[], tuple], *,
     write(st.file, st.key, {}, {key: verdict})
     log.info("conv autotune: the whole network under the plan takes %.2fx plain lax's time: %s (checked in %.0f s)",
              ratio, "plan kept" if verdict["keep"] else "plain lax instead", timer() - t0)
-  keep = True if verdict is None else verdict["keep"]
+  keep, source = (True, "unchecked") if verdict is None else (verdict["keep"], source)
   if jax.process_count() > 1:
     if broadcast is None:
       from jax.experimental import multihost_utils  # only for multi-process runs
       broadcast = multihost_utils.broadcast_one_to_all
-    keep, source = bool(np.asarray(broadcast(np.array(keep)))), "process 0"
+    keep = bool(np.asarray(broadcast(np.array(keep))))
+    source = source if jax.process_index() == 0 else "process 0"
   st.rejected = not keep
-  st.summary["network"] = {"keep": keep, "ratio": None if verdict is None else verdict["ratio"],
-                           "source": source if verdict is not None else "unchecked", "plan": key}
+  st.summary["network"] = {"keep": keep, "ratio": None if verdict is None else verdict["ratio"], "source": source,
+                           "plan": key}
   return keep
