@@ -25,6 +25,7 @@ from cnnjax import layers
 from cnnjax.layers import autotune
 from cnnjax import build
 from cnnjax import data as data_lib
+from cnnjax.train import loop
 from configs import default
 
 MODELS = {  # name: (registry name, options, image size, batch, classes)
@@ -39,7 +40,7 @@ MODELS = {  # name: (registry name, options, image size, batch, classes)
 def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, batch=None, norm=None):
   """The jitted train step of `name`; under conv_impl 'auto' the autotuner first decides the step's convolutions
   (model.conv_autotune='measure', its cache in `autotune_dir`, as a run with compilation_cache_dir there) and
-  checks the plan against plain lax over the whole network, as a training run does.
+  checks the plan against plain lax on the train step itself, as a training run does.
   `dtype`: the compute dtype (config.dtype); `size`, `batch`: override the table's (device_check's dry run);
   `norm`: model.norm (benchmarks.profile_step's step without batch norm). The returned `run` also carries the
   compiled step, the model, its state box and the batch (for benchmarks.profile_step)."""
@@ -62,12 +63,15 @@ def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, bat
       models.init_variables(model, (size, size, 3), abstract=True, batch=batch)
     t = time.perf_counter()
     autotune.decide(specs)
-    autotune.check_network(specs, lambda: build.network_grad(model, (size, size, 3), info, batch))
     tune_s = time.perf_counter() - t
   state = exp.create(jax.random.PRNGKey(0))
   rng = np.random.default_rng(0)
   data = {"image": jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32),
           "label": jnp.asarray(rng.integers(0, classes, batch), jnp.int32)}
+  if impl == "auto":   # the plan against plain lax on this very train step, as a training run checks it
+    t = time.perf_counter()
+    autotune.check_network(specs, lambda: loop.step_network(exp, state, lambda: data))
+    tune_s += time.perf_counter() - t
   fn = exp.train_step()
   t = time.perf_counter()
   with layers.record_conv_impls() as plan:

@@ -342,6 +342,39 @@ def test_the_run_records_machine_key_and_a_cached_plan(tmp_path):
   assert np.isfinite([e["loss"] for e in read_jsonl(str(tmp_path / "auto" / "metrics.jsonl"))]).all()
 
 
+@pytest.mark.slow
+def test_a_run_checks_its_plan_on_its_own_train_step(tmp_path, monkeypatch):
+  """Through the training loop in 'measure' mode with every layer decided in the cache (nothing to measure per
+  layer): the whole-network check times the run's train step (the gradient proxy is made to fail), records a
+  measured verdict in conv_impls.json and the cache, and the layers run the plan or, if rejected, plain lax."""
+  from cnnjax import build
+  from cnnjax import config as config_lib
+  from cnnjax.train import loop
+  c = tiny_config(num_train_steps=2, log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2,
+                  compilation_cache_dir=str(tmp_path / "cache"), **{"model.shortcut": "B",
+                                                                    "model.conv_autotune": "measure"})
+  model = models.create(c.model.name, num_classes=10, **config_lib.model_options(c))
+  key = autotune.machine_key()
+  autotune.configure("cached", c.compilation_cache_dir, key=key)
+  with autotune.collecting() as specs:
+    models.init_variables(model, (8, 8, 1), dtype="float32", abstract=True, batch=c.batch_size)
+  paths = {k: ("polyphase" if s.strides[0] == 2 else "lax_cpu") for k, s in specs.items()}
+  autotune.write(autotune.cache_file(c.compilation_cache_dir, key), key,
+                 {k: {"path": p, "ms": {}} for k, p in paths.items()})
+
+  def no_proxy(*a, **kw):
+    raise AssertionError("a single-process run times its own train step, not the gradient proxy")
+  monkeypatch.setattr(build, "network_grad", no_proxy)
+  loop.run(c, str(tmp_path / "auto"))
+  rec = json.loads((tmp_path / "auto" / "conv_impls.json").read_text())
+  net = rec["autotune"]["network"]
+  assert rec["autotune"]["mode"] == "measure" and rec["autotune"]["measured"] == 0
+  assert net["source"] == "measured" and isinstance(net["ratio"], float)
+  assert {r["used"] for r in rec["layers"]} == ({"polyphase", "lax_cpu"} if net["keep"] else {"xla"})
+  cached = json.loads(autotune.cache_file(c.compilation_cache_dir, key).read_text())["networks"]
+  assert cached == {net["plan"]: {"keep": net["keep"], "ratio": net["ratio"]}}
+
+
 _TWO_PROCESSES = r"""
 import json, sys
 import jax

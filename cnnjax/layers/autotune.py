@@ -409,8 +409,9 @@ def check_network(specs: Dict[str, ConvSpec], network: Callable[[], tuple], *,
   later 'auto' resolution in the process is lax, until `configure`). Layers that each beat lax alone can lose
   together (VGG-16 on a 2-core AMD Zen 4: three Winograd layers chosen at 0.4-0.8x of lax, the train step 1.27x
   slower; benchmarks/RESULTS.md). So under 'measure' the whole network is timed once per plan and machine:
-  `network()` returns (make_fn, args), make_fn() compiling the network's forward+backward under whatever 'auto'
-  resolves to, called once under the plan and once under `lax_only`; the plan is kept only below
+  `network()` returns (make_fn, args), make_fn() compiling what is timed (a training run's own train step,
+  loop.step_network; or the network's gradient, build.network_grad) under whatever 'auto' resolves to, called
+  once under the plan and once under `lax_only`; the plan is kept only below
   1 - NETWORK_MARGIN of lax's time. The verdict is cached with the decisions; process 0's holds for all. A plan
   that is plain lax already, or has no verdict in 'cached' mode, is kept unmeasured."""
   st = _STATE

@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from cnnjax import build, checkpoint, data, layers, metrics, parallel
@@ -91,13 +92,32 @@ def fingerprint(tree) -> str:
   return h.hexdigest()[:16]
 
 
-def conv_plan(model, input_shape, config, info) -> Dict[str, Any]:
+def step_network(exp: build.Experiment, state, first_batch: Callable[[], Any]):
+  """(make_fn, args) for autotune.check_network that time the run's own train step: make_fn() compiles the step
+  under whatever 'auto' resolves to at that moment and returns a call of it on the run's first batch and on a
+  copy of `state` of its own (the step donates its state). The network's gradient alone is not a faithful proxy:
+  on VGG-16 (2-core AMD Zen 4) it ran 0.85-0.98x of lax's time under a plan whose train step took 1.10-1.43x."""
+  batch = first_batch()
+
+  def make_fn():
+    compiled = exp.train_step().lower(state, batch).compile()
+    box = [jax.tree.map(jnp.copy, state)]
+
+    def run():
+      box[0], metrics = compiled(box[0], batch)
+      return metrics
+    return run
+  return make_fn, ()
+
+
+def conv_plan(model, input_shape, config, info, network: Optional[Callable[[], tuple]] = None) -> Dict[str, Any]:
   """The convolution implementation each layer resolves to, with the backend, XLA flags and, under 'auto', the
   machine key and where the plan came from (for conv_impls.json). Under conv_impl='auto' on CPU the model is
   traced at the training step's (micro)batch: the autotuner decides the convolutions it sees (measuring those it
   has not, with model.conv_autotune='measure'), then keeps that plan only if the whole network runs faster under
-  it than under plain lax (autotune.check_network); the plan is that of a last trace. Called with the workdir
-  held, so a second launch on a busy workdir measures nothing."""
+  it than under plain lax (autotune.check_network, timing `network`: the run's train step, `step_network`, or by
+  default the network's gradient); the plan is that of a last trace. Called with the workdir held, so a second
+  launch on a busy workdir measures nothing."""
   with layers.record_conv_impls() as plan:
     build.trace(model, input_shape, info)
   if jax.default_backend() == "cpu" and any(r.requested == "auto" for r in plan):
@@ -105,7 +125,8 @@ def conv_plan(model, input_shape, config, info) -> Dict[str, Any]:
     with layers.record_conv_impls() as plan, autotune.collecting() as specs:
       build.trace(model, input_shape, info, batch)
     changed = autotune.decide(specs)   # something was measured or agreed on: trace with the decisions
-    if not autotune.check_network(specs, lambda: build.network_grad(model, input_shape, info, batch)) or changed:
+    network = network or (lambda: build.network_grad(model, input_shape, info, batch))
+    if not autotune.check_network(specs, network) or changed:
       with layers.record_conv_impls() as plan:
         build.trace(model, input_shape, info, batch)
   return layers.conv_impls_record(plan)
@@ -266,12 +287,16 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     if config.linear_probe.enabled:  # the head is fitted at initialisation; no training step (probe.py)
       total_steps = 0
     exp = build.experiment(config, info, steps_per_epoch, total_steps)
-    conv_impls = conv_plan(exp.model, exp.input_shape, config, info)  # may measure: with the workdir held
     log.info("%s", parallel.describe(exp.state_sharding))
     ckpt = checkpoint.Manager(workdir / workdir_lib.CHECKPOINTS, max_to_keep=config.keep_checkpoints)
     fit_probe = ((lambda s: probe.fit(config, s, exp.model, train_src, info)) if config.linear_probe.enabled
                  else None)
     state, start_step = _restore_or_init(exp, workdir, ckpt, fit_probe)
+    network = None   # several processes, or no training: the network's gradient (process 0 alone times it)
+    if jax.process_count() == 1 and total_steps > start_step:
+      first = lambda: next(iter(data.train_dataset(config, train_src, info, start_step=start_step, **pk)))
+      network = lambda: step_network(exp, state, lambda: parallel.global_batch(first(), exp.batch_sharding))
+    conv_impls = conv_plan(exp.model, exp.input_shape, config, info, network)  # may measure: workdir held
     log.info("model %s: %d parameters; %d steps (%d per epoch) on %d devices in %d processes; starting at "
              "step %d", config.model.name, sum(x.size for x in jax.tree.leaves(state.params)), total_steps,
              steps_per_epoch, jax.device_count(), jax.process_count(), start_step)
