@@ -317,15 +317,12 @@ def test_each_path_runs_in_a_model_through_auto_and_matches_lax(tmp_path):
     np.testing.assert_allclose(g, r, rtol=2e-4, atol=2e-5 * float(jnp.abs(r).max()))
 
 
-@pytest.mark.slow
-def test_the_run_records_machine_key_and_a_cached_plan(tmp_path):
-  """Through the training loop (conv_autotune='cached'): conv_impls.json holds the machine key, says the plan came
-  from the cache, and each layer ran the cached path (the paths' values: the test above)."""
-  c = tiny_config(num_train_steps=2, log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2,
-                  compilation_cache_dir=str(tmp_path / "cache"), **{"model.shortcut": "B"})
+def _tiny_run_with_a_cached_plan(tmp_path, mode):
+  """A 2-step tiny config (conv_autotune=`mode`) and its machine's cache file deciding every convolution of its
+  training batch: polyphase for the strided ones, lax_cpu for the rest. Returns (config, machine key, paths)."""
   from cnnjax import config as config_lib
-  from cnnjax.train import loop
-  from cnnjax.workdir import read_jsonl
+  c = tiny_config(num_train_steps=2, log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2,
+                  compilation_cache_dir=str(tmp_path / "cache"), **{"model.shortcut": "B", "model.conv_autotune": mode})
   model = models.create(c.model.name, num_classes=10, **config_lib.model_options(c))
   key = autotune.machine_key()
   autotune.configure("cached", c.compilation_cache_dir, key=key)
@@ -334,6 +331,16 @@ def test_the_run_records_machine_key_and_a_cached_plan(tmp_path):
   paths = {k: ("polyphase" if s.strides[0] == 2 else "lax_cpu") for k, s in specs.items()}
   autotune.write(autotune.cache_file(c.compilation_cache_dir, key), key,
                  {k: {"path": p, "ms": {}} for k, p in paths.items()})
+  return c, key, paths
+
+
+@pytest.mark.slow
+def test_the_run_records_machine_key_and_a_cached_plan(tmp_path):
+  """Through the training loop (conv_autotune='cached'): conv_impls.json holds the machine key, says the plan came
+  from the cache, and each layer ran the cached path (the paths' values: the test above)."""
+  from cnnjax.train import loop
+  from cnnjax.workdir import read_jsonl
+  c, key, paths = _tiny_run_with_a_cached_plan(tmp_path, "cached")
   loop.run(c, str(tmp_path / "auto"))
   rec = json.loads((tmp_path / "auto" / "conv_impls.json").read_text())
   assert rec["machine"] == key and rec["autotune"]["plan_from_cache"] and rec["autotune"]["mode"] == "cached"
@@ -348,19 +355,8 @@ def test_a_run_checks_its_plan_on_its_own_train_step(tmp_path, monkeypatch):
   layer): the whole-network check times the run's train step (the gradient proxy is made to fail), records a
   measured verdict in conv_impls.json and the cache, and the layers run the plan or, if rejected, plain lax."""
   from cnnjax import build
-  from cnnjax import config as config_lib
   from cnnjax.train import loop
-  c = tiny_config(num_train_steps=2, log_every_steps=1, eval_every_steps=2, checkpoint_every_steps=2,
-                  compilation_cache_dir=str(tmp_path / "cache"), **{"model.shortcut": "B",
-                                                                    "model.conv_autotune": "measure"})
-  model = models.create(c.model.name, num_classes=10, **config_lib.model_options(c))
-  key = autotune.machine_key()
-  autotune.configure("cached", c.compilation_cache_dir, key=key)
-  with autotune.collecting() as specs:
-    models.init_variables(model, (8, 8, 1), dtype="float32", abstract=True, batch=c.batch_size)
-  paths = {k: ("polyphase" if s.strides[0] == 2 else "lax_cpu") for k, s in specs.items()}
-  autotune.write(autotune.cache_file(c.compilation_cache_dir, key), key,
-                 {k: {"path": p, "ms": {}} for k, p in paths.items()})
+  c, key, _ = _tiny_run_with_a_cached_plan(tmp_path, "measure")
 
   def no_proxy(*a, **kw):
     raise AssertionError("a single-process run times its own train step, not the gradient proxy")

@@ -407,8 +407,8 @@ def check_network(specs: Dict[str, ConvSpec], network: Callable[[], tuple], *,
                   timer: Callable[[], float] = time.perf_counter, broadcast=None) -> bool:
   """Whether this process's network keeps the per-layer plan of `specs`, or runs plain lax throughout (then every
   later 'auto' resolution in the process is lax, until `configure`). Layers that each beat lax alone can lose
-  together (VGG-16 on a 2-core AMD Zen 4: three Winograd layers chosen at 0.4-0.8x of lax, the train step 1.27x
-  slower; benchmarks/RESULTS.md). So under 'measure' the whole network is timed once per plan and machine:
+  together (VGG-16 on a 2-core AMD Zen 4: Winograd and im2col layers each clearly faster alone, the train step
+  1.10-1.43x slower; benchmarks/RESULTS.md). So under 'measure' the whole network is timed once per plan and machine:
   `network()` returns (make_fn, args), make_fn() compiling what is timed (a training run's own train step,
   loop.step_network; or the network's gradient, build.network_grad) under whatever 'auto' resolves to, called
   once under the plan and once under `lax_only`; the plan is kept only below
