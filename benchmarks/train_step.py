@@ -70,7 +70,7 @@ def jax_step(name, conv_impl, autotune_dir=None, dtype="float32", size=None, bat
           "label": jnp.asarray(rng.integers(0, classes, batch), jnp.int32)}
   if impl == "auto":   # the plan against plain lax on this very train step, as a training run checks it
     t = time.perf_counter()
-    autotune.check_network(specs, lambda: loop.step_network(exp, state, lambda: data))
+    autotune.check_network(specs, lambda: loop.step_network(exp, state, data))
     tune_s += time.perf_counter() - t
   fn = exp.train_step()
   t = time.perf_counter()

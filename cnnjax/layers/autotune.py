@@ -55,8 +55,9 @@ VERSION = 2   # 2: 'im2col' among the candidates, whole-network verdicts; a vers
 # for a winner about 1 time in 10 (harmless: it is equal) and a path that is truly 10% slower almost never.
 MARGIN = 0.2
 # The whole network (check_network) must run at most 1 - NETWORK_MARGIN of plain lax's time under the per-layer
-# plan. A whole forward+backward sums dozens of layers, so its paired ratios vary far less than one layer's
-# (benchmarks/RESULTS.md: lax against lax over ResNet-20, ResNet-50 and VGG-16, 2-core AMD EPYC Zen 4).
+# plan. A train step sums dozens of layers, so it varies far less than one layer: VGG-16's one program timed in
+# alternation with itself (quiet 2-core AMD EPYC Zen 4, benchmarks/RESULTS.md) gave 2.40-2.49 s a step, paired
+# ratios within 0.98-1.02. A 0.05 margin keeps a plan only where it clearly gains.
 NETWORK_MARGIN = 0.05
 ROUNDS = 5                 # interleaved timing rounds per layer shape (medians over these)
 MIN_SECONDS = 0.02         # each timing repeats the step until it lasts about this long (at most 10 calls)

@@ -11,9 +11,10 @@ On CPU each layer gets plain lax or one of these paths, whichever autotune.py me
                  (232-291 -> 84-103 ms for ResNet-18 CIFAR's 32x32 64->128 layer; slower below 8x8).
   'dot'          1x1 convolutions (any stride, no padding) as one dot_general over the channels.
   'im2col'       larger kernels as one matrix product over explicitly gathered patches (conv_im2col.py): all
-                 three products of the step (forward, input and kernel gradients) become plain dots, which XLA's
-                 CPU backend runs nearer the machine's peak than its convolutions on some CPUs (AVX-512 ones),
-                 at the cost of writing the patches (kernel-size times the input) to memory.
+                 three products of the step (forward, input and kernel gradients) become plain dots, at the
+                 cost of writing the patches (kernel-size times the output) to memory. On a Zen 4, where XLA's
+                 convolutions run near the matmul peak, it lost on most shapes (1.0-2.4x of lax) and won on some
+                 strided ones (0.76x); it is a candidate so that each machine finds out.
   'winograd_f4', 'winograd_f2'   3x3 stride-1 layers by Winograd F(4x4, 3x3) / F(2x2, 3x3) with a
                  hand-written VJP (conv_winograd.py).
 
@@ -46,7 +47,7 @@ POLYPHASE_MIN_OUT = 8   # below an 8x8 output the phases' small convolutions los
 # with them, 45 s without, under load); below 128 channels the measured saving (3 ms a step for the default
 # run's 8x8x64 layers) would not repay that within a run of a few hundred steps.
 WINOGRAD_MIN_CHANNELS = 128
-IM2COL_MAX_BYTES = 2 ** 30   # im2col's patches are kernel-size times the input: not tried above 1 GiB
+IM2COL_MAX_BYTES = 2 ** 30   # im2col's patches are kernel-size times the output: not tried above 1 GiB
 
 
 def set_xla_flags() -> str:

@@ -92,13 +92,11 @@ def fingerprint(tree) -> str:
   return h.hexdigest()[:16]
 
 
-def step_network(exp: build.Experiment, state, first_batch: Callable[[], Any]):
+def step_network(exp: build.Experiment, state, batch):
   """(make_fn, args) for autotune.check_network that time the run's own train step: make_fn() compiles the step
   under whatever 'auto' resolves to at that moment and returns a call of it on the run's first batch and on a
   copy of `state` of its own (the step donates its state). The network's gradient alone is not a faithful proxy:
   on VGG-16 (2-core AMD Zen 4) it ran 0.85-0.98x of lax's time under a plan whose train step took 1.10-1.43x."""
-  batch = first_batch()
-
   def make_fn():
     compiled = exp.train_step().lower(state, batch).compile()
     box = [jax.tree.map(jnp.copy, state)]
@@ -295,7 +293,7 @@ def setup(config, workdir, *, restart: bool = False, allow_config_change: bool =
     network = None   # several processes, or no training: the network's gradient (process 0 alone times it)
     if jax.process_count() == 1 and total_steps > start_step:
       first = lambda: next(iter(data.train_dataset(config, train_src, info, start_step=start_step, **pk)))
-      network = lambda: step_network(exp, state, lambda: parallel.global_batch(first(), exp.batch_sharding))
+      network = lambda: step_network(exp, state, parallel.global_batch(first(), exp.batch_sharding))
     conv_impls = conv_plan(exp.model, exp.input_shape, config, info, network)  # may measure: workdir held
     log.info("model %s: %d parameters; %d steps (%d per epoch) on %d devices in %d processes; starting at "
              "step %d", config.model.name, sum(x.size for x in jax.tree.leaves(state.params)), total_steps,
